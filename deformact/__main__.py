@@ -1,0 +1,5 @@
+import sys
+
+from deformact.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""`deformact` command line: one sub-command per module in `deformact.commands`.
+
+Each command module defines ``add_arguments(parser)`` and ``main(args) -> int``. Modules are
+imported only when their command runs, so ``deformact --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep the order a user would follow.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("deformact.commands.demo", "generate the synthetic set, train, test and plot (the main job)"),
+    "prepare": ("deformact.commands.prepare", "convert a dataset release (e.g. Penn Action) to pyskl format"),
+    "train": ("deformact.commands.train", "train a model from a YAML config (DDP under torchrun)"),
+    "test": ("deformact.commands.test", "evaluate a checkpoint with multi-clip testing"),
+    "ablate": ("deformact.commands.ablate", "run the paper's ablation table over several seeds"),
+    "extract-poses": ("deformact.commands.extract_poses", "2D poses from videos into a pyskl pickle"),
+    "predict": ("deformact.commands.predict", "top-5 actions for a raw video"),
+    "explain": ("deformact.commands.explain", "joint importance, temporal attention and 3DTS pictures"),
+    "export": ("deformact.commands.export", "export a checkpoint to ONNX and check it in onnxruntime"),
+    "bench": ("deformact.commands.bench", "time, memory and FLOP/s of the model and data path"),
+    "info": ("deformact.commands.info", "parameters and FLOPs per module of a preset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deformact",
+        description="3D deformable transformer for RGB + pose action recognition (ICCV 2023).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if not argv:
+            parser.print_help()
+            return 0
+        parser.parse_args(argv)  # prints help or a clear 'invalid choice' error
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            print(f"deformact {name}: not available in this version", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog=f"deformact {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

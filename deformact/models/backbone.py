@@ -1,0 +1,80 @@
+"""RGB backbone: frames -> feature volume B x D x T' x H/16 x W/16 (ARCHITECTURE.md, component 1).
+
+A compact ResNet3D-style stem trained from scratch (the paper's "no pre-training"). Blocks are
+(2+1)D — a 1x3x3 spatial conv then a 3x1x1 temporal conv — which costs far less than full 3x3x3
+kernels at the same receptive field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_bn(cin: int, cout: int, kernel: tuple, stride: tuple, relu: bool = True) -> nn.Sequential:
+    pad = tuple(k // 2 for k in kernel)
+    layers = [nn.Conv3d(cin, cout, kernel, stride, pad, bias=False), nn.BatchNorm3d(cout)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class ResBlock2Plus1D(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int]) -> None:
+        super().__init__()
+        st, sh, sw = stride
+        self.spatial = _conv_bn(cin, cout, (1, 3, 3), (1, sh, sw))
+        self.temporal = _conv_bn(cout, cout, (3, 1, 1), (st, 1, 1), relu=False)
+        self.shortcut = (
+            nn.Identity() if cin == cout and stride == (1, 1, 1)
+            else _conv_bn(cin, cout, (1, 1, 1), stride, relu=False)
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.temporal(self.spatial(x)) + self.shortcut(x))
+
+
+class RGBBackbone(nn.Module):
+    """Stem /4 spatially, then stages at /8 and /16 (the latter also /2 in time), then 1x1x1 to D."""
+
+    def __init__(self, dim: int, channels: tuple[int, ...] = (32, 64, 128), temporal_patch: int = 2) -> None:
+        super().__init__()
+        c0, c1, c2 = channels
+        self.stem = nn.Sequential(
+            _conv_bn(3, c0, (1, 5, 5), (1, 2, 2)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+        )
+        self.stage1 = ResBlock2Plus1D(c0, c1, (1, 2, 2))
+        self.stage2 = ResBlock2Plus1D(c1, c2, (temporal_patch, 2, 2))
+        self.proj = nn.Conv3d(c2, dim, 1)
+
+    def forward(self, rgb: Tensor) -> Tensor:
+        return self.proj(self.stage2(self.stage1(self.stem(rgb))))
+
+    def load_local_weights(self, path: str | Path) -> None:
+        """Load a user-supplied state_dict from a local file (weights only; never runs code)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if len(missing) == len(self.state_dict()):
+            raise ValueError(f"{path}: no tensor matches the backbone (unexpected keys: {unexpected[:5]})")
+
+
+class PositionEmbedding3D(nn.Module):
+    """Factorized learned 3D position embedding: pos_t + pos_h + pos_w."""
+
+    def __init__(self, dim: int, t: int, h: int, w: int) -> None:
+        super().__init__()
+        self.t = nn.Parameter(torch.zeros(t, 1, 1, dim))
+        self.h = nn.Parameter(torch.zeros(1, h, 1, dim))
+        self.w = nn.Parameter(torch.zeros(1, 1, w, dim))
+        for p in (self.t, self.h, self.w):
+            nn.init.trunc_normal_(p, std=0.02)
+
+    def forward(self) -> Tensor:
+        return (self.t + self.h + self.w).flatten(0, 2)  # (t h w) x D

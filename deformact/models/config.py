@@ -1,0 +1,118 @@
+"""Model configuration and presets (ARCHITECTURE.md, "Scale")."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODALITIES = ("rgb+pose", "rgb", "pose")
+RGB_ATTENTIONS = ("deformable", "grid", "full")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a :class:`DeformableTransformer`; plain data, so it travels in
+    checkpoints. Fields marked [paper] follow the paper; the rest are this project's choices."""
+
+    num_classes: int = 60
+    modality: str = "rgb+pose"  # [paper] RGB + 2D pose, fused inside the model
+    frames: int = 16  # [paper] T
+    image_size: int = 224  # [paper] H = W
+    num_joints: int = 17  # V (COCO-17; 25 NTU, 13 Penn Action)
+    num_persons: int = 2  # M
+    pose_channels: int = 3  # x, y, score
+    dim: int = 256  # D
+    depth: int = 4  # L, blocks
+    heads: int = 8  # h
+    mlp_ratio: float = 4.0
+    temporal_patch: int = 2  # T' = T / temporal_patch, shared by both streams
+    # RGB backbone: stage widths of the compact ResNet3D-style stem (total stride 2 x 16 x 16)
+    backbone_channels: tuple[int, ...] = (32, 64, 128)
+    backbone_weights: str | None = None  # optional local state_dict for the backbone
+    # 3D deformable attention / 3D token search
+    rgb_attention: str = "deformable"  # "deformable" | "grid" (no offsets) | "full" (all RGB tokens)
+    ref_downsample: tuple[int, int, int] = (2, 2, 2)  # reference grid factor r over T' x H' x W'
+    ref_max_frames: int = 4  # cap on the grid's temporal size: keys per query stay fixed as T grows
+    offset_groups: int = 2  # offset groups, each reads its own channel slice at its own points
+    offset_range: float = 2.0  # max offset, in reference-grid cells (tanh bounded)
+    offset_kernel: int = 3  # depthwise 3D conv kernel of the offset network
+    # pose stream
+    joint_stride: int = 2  # s_j; 1 = full spatial attention over all joints of all people
+    temporal_stride: int = 2  # s_t; 1 = full temporal attention
+    cross_modal_tokens: bool = True  # False: a CLS token per stream, meeting only at the head
+    # regularization
+    drop_path: float = 0.1
+    attn_drop: float = 0.0
+    head_dropout: float = 0.3
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (ignored by the model)
+
+    def __post_init__(self) -> None:
+        # YAML/JSON round-trips turn tuples into lists
+        self.backbone_channels = tuple(self.backbone_channels)
+        self.ref_downsample = tuple(self.ref_downsample)
+        self.validate()
+
+    @property
+    def use_rgb(self) -> bool:
+        return "rgb" in self.modality
+
+    @property
+    def use_pose(self) -> bool:
+        return "pose" in self.modality
+
+    @property
+    def token_frames(self) -> int:
+        return self.frames // self.temporal_patch
+
+    @property
+    def token_size(self) -> int:
+        return self.image_size // 16
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"ModelConfig: {msg}")
+
+        need(self.modality in MODALITIES, f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        need(self.rgb_attention in RGB_ATTENTIONS, f"rgb_attention must be one of {RGB_ATTENTIONS}")
+        need(self.num_classes >= 1, "num_classes must be >= 1")
+        need(self.frames % self.temporal_patch == 0, "frames must be divisible by temporal_patch")
+        need(self.image_size % 16 == 0, "image_size must be a multiple of 16 (backbone stride)")
+        need(self.dim % self.heads == 0, "dim must be divisible by heads")
+        need(self.dim % self.offset_groups == 0, "dim must be divisible by offset_groups")
+        need(self.joint_stride >= 1 and self.temporal_stride >= 1, "strides must be >= 1")
+        need(self.token_frames % self.temporal_stride == 0,
+             f"T' = frames / temporal_patch = {self.token_frames} must be divisible by temporal_stride")
+        need(self.joint_stride <= self.num_joints, "joint_stride must be <= num_joints")
+        need(len(self.ref_downsample) == 3, "ref_downsample must have 3 entries (t, h, w)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["backbone_channels"] = list(self.backbone_channels)
+        d["ref_downsample"] = list(self.ref_downsample)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {unknown}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ARCHITECTURE.md paper scale: T=16 at 224^2 (8 x 14 x 14 = 1,568 RGB tokens), M=2, V=17, D=256, L=4, h=8
+    "paper": dict(frames=16, image_size=224, num_joints=17, num_persons=2, dim=256, depth=4, heads=8),
+    # CPU demo: trains in minutes on 2 cores
+    "demo": dict(frames=8, image_size=64, num_joints=17, num_persons=2, dim=64, depth=2, heads=4,
+                 mlp_ratio=2.0, backbone_channels=(16, 32, 64), drop_path=0.0, head_dropout=0.1),
+}
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
+    """Preset values, then keyword overrides; unknown names are an error."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    return ModelConfig.from_dict({**PRESETS[preset], **overrides})

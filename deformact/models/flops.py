@@ -1,0 +1,66 @@
+"""Parameters and FLOPs per module (torch.utils.flop_counter)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from deformact.models.config import ModelConfig
+
+
+def example_inputs(cfg: ModelConfig, batch: int = 1, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Random inputs of the right shapes for a config (the same dict the model takes as kwargs)."""
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, Tensor] = {}
+    if cfg.use_rgb:
+        out["rgb"] = torch.randn(batch, 3, cfg.frames, cfg.image_size, cfg.image_size, generator=g)
+    if cfg.use_pose:
+        out["pose"] = torch.rand(batch, cfg.num_persons, cfg.frames, cfg.num_joints, cfg.pose_channels, generator=g)
+        out["person_mask"] = torch.ones(batch, cfg.num_persons, dtype=torch.bool)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def model_report(model: nn.Module, batch: int = 1, depth: int = 2, backward: bool = False) -> dict:
+    """Parameter counts and forward (or forward+backward) FLOPs per module, ``depth`` levels deep.
+
+    FLOPs count matmuls, convolutions and attention (2 per multiply-add); element-wise ops,
+    normalizations and grid sampling are not counted.
+    """
+    params: dict[str, int] = defaultdict(int)
+    for name, p in model.named_parameters():
+        path = name.rsplit(".", 1)[0].split(".")  # the owning module's path
+        for level in range(1, min(depth, len(path)) + 1):
+            params[".".join(path[:level])] += p.numel()
+    inputs = example_inputs(model.config, batch, next(model.parameters()).device)
+    was_training = model.training
+    model.train(backward)
+    counter = FlopCounterMode(display=False, depth=depth)
+    with counter:
+        out = model(**inputs)
+        if backward:
+            out.sum().backward()
+    model.train(was_training)
+    flops = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items() if k != "Global"}
+    flops = {k.removeprefix("DeformableTransformer."): v for k, v in flops.items()
+             if k.removeprefix("DeformableTransformer.").count(".") < depth}
+    return {
+        "params": dict(params),
+        "flops": flops,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "total_flops": int(counter.get_total_flops()),
+        "batch": batch,
+        "backward": backward,
+    }
+
+
+def format_report(report: dict) -> str:
+    """A small text table of a :func:`model_report`."""
+    names = sorted(set(report["params"]) | set(report["flops"]))
+    lines = [f"{'module':40s} {'params':>12s} {'GFLOPs':>10s}"]
+    for n in names:
+        lines.append(f"{n:40s} {report['params'].get(n, 0):12,d} {report['flops'].get(n, 0) / 1e9:10.3f}")
+    lines.append(f"{'total':40s} {report['total_params']:12,d} {report['total_flops'] / 1e9:10.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""The 3D deformable transformer (ARCHITECTURE.md components 3-5; paper Sec. 3)."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from deformact.models.backbone import PositionEmbedding3D, RGBBackbone
+from deformact.models.config import ModelConfig
+from deformact.models.deformable import DeformableAttention3D
+from deformact.models.layers import DropPath, Mlp
+from deformact.models.pose_embed import PoseEmbedding
+from deformact.models.stride_attention import JointStrideAttention, TemporalStrideAttention
+
+
+class CrossModalTokens(nn.Module):
+    """Two learned tokens c_rgb, c_pose. With ``cross_modal=False`` they act as per-stream CLS tokens:
+    c_rgb only meets the RGB stream, c_pose only the pose stream."""
+
+    def __init__(self, dim: int, cross_modal: bool = True) -> None:
+        super().__init__()
+        self.tokens = nn.Parameter(torch.zeros(2, dim))
+        nn.init.trunc_normal_(self.tokens, std=0.02)
+        self.cross_modal = cross_modal
+
+    def forward(self, batch: int) -> Tensor:
+        return self.tokens[None].expand(batch, -1, -1)
+
+    def select(self, stream: str) -> slice:
+        """Which of the two tokens take part in a stream's attention."""
+        if self.cross_modal:
+            return slice(0, 2)
+        return slice(0, 1) if stream == "rgb" else slice(1, 2)
+
+
+class SubLayer(nn.Module):
+    """Pre-norm residual attention followed by a pre-norm residual MLP, over tokens and CM tokens."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float, drop_path: float) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = nn.LayerNorm(dim), attn, nn.LayerNorm(dim)
+        self.mlp, self.drop_path = Mlp(dim, mlp_ratio), DropPath(drop_path)
+
+    def forward(self, x: Tensor, cm: Tensor, sel: slice, **kwargs) -> tuple[Tensor, Tensor, dict]:
+        dx, dcm, maps = self.attn(self.norm1(x), cm=self.norm1(cm[:, sel]), **kwargs)
+        x = x + self.drop_path(dx)
+        cm = torch.cat([cm[:, : sel.start], cm[:, sel] + self.drop_path(dcm), cm[:, sel.stop:]], 1)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        cm = cm + self.drop_path(self.mlp(self.norm2(cm)))
+        return x, cm, maps
+
+
+class DeformableTransformerBlock(nn.Module):
+    """3D deformable attention (RGB), then local joint stride and temporal stride attention (pose)."""
+
+    def __init__(self, cfg: ModelConfig, index: int, drop_path: float) -> None:
+        super().__init__()
+        d, h = cfg.dim, cfg.heads
+        self.rgb = self.joint = self.time = None
+        if cfg.use_rgb:
+            self.rgb = SubLayer(d, DeformableAttention3D(
+                d, h, cfg.rgb_attention, cfg.offset_groups, cfg.ref_downsample, cfg.ref_max_frames,
+                cfg.offset_range, cfg.offset_kernel, cfg.attn_drop), cfg.mlp_ratio, drop_path)
+        if cfg.use_pose:
+            self.joint = SubLayer(d, JointStrideAttention(
+                d, h, cfg.num_persons, cfg.num_joints, cfg.joint_stride, cfg.attn_drop), cfg.mlp_ratio, drop_path)
+            # strided and contiguous grouping alternate so every pair of steps can meet within L blocks
+            self.time = SubLayer(d, TemporalStrideAttention(
+                d, h, cfg.token_frames, cfg.temporal_stride, index % 2 == 1, cfg.attn_drop),
+                cfg.mlp_ratio, drop_path)
+
+    def forward(self, z: Tensor | None, p: Tensor | None, cm: Tensor, tokens: CrossModalTokens,
+                volume: tuple[int, int, int], token_valid: Tensor | None, return_maps: bool
+                ) -> tuple[Tensor | None, Tensor | None, Tensor, dict]:
+        maps: dict = {}
+        if self.rgb is not None:
+            z, cm, m = self.rgb(z, cm, tokens.select("rgb"), volume=volume, return_maps=return_maps)
+            maps.update(m)
+        if self.joint is not None:
+            sel = tokens.select("pose")
+            p, cm, m = self.joint(p, cm, sel, token_valid=token_valid, return_maps=return_maps)
+            maps.update(m)
+            p, cm, m = self.time(p, cm, sel, token_valid=token_valid, return_maps=return_maps)
+            maps.update(m)
+        return z, p, cm, maps
+
+
+class DeformableTransformer(nn.Module):
+    """RGB + pose action recognizer: backbone and pose embedding, L blocks, head on the CM tokens."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        t, s = cfg.token_frames, cfg.token_size
+        self.volume = (t, s, s)
+        if cfg.use_rgb:
+            self.backbone = RGBBackbone(cfg.dim, cfg.backbone_channels, cfg.temporal_patch)
+            if cfg.backbone_weights:
+                self.backbone.load_local_weights(cfg.backbone_weights)
+            self.pos_embed = PositionEmbedding3D(cfg.dim, t, s, s)
+        if cfg.use_pose:
+            self.pose_embed = PoseEmbedding(cfg.dim, cfg.num_joints, t, cfg.pose_channels, cfg.temporal_patch)
+        self.tokens = CrossModalTokens(cfg.dim, cfg.cross_modal_tokens)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(DeformableTransformerBlock(cfg, i, r) for i, r in enumerate(rates))
+        self.norm = nn.LayerNorm(2 * cfg.dim)
+        self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(2 * cfg.dim, cfg.num_classes))
+        self.apply(_init_weights)
+
+    def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None, person_mask: Tensor | None = None,
+                return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
+        cfg = self.config
+        z, p, token_valid = self._embed_rgb(rgb), *self._embed_pose(pose, person_mask)
+        batch = (z if z is not None else p).shape[0]
+        cm = self.tokens(batch)
+        per_block: list[dict] = []
+        for blk in self.blocks:
+            z, p, cm, maps = blk(z, p, cm, self.tokens, self.volume, token_valid, return_maps)
+            per_block.append(maps)
+        logits = self.head(self.norm(cm.flatten(1)))
+        if not return_maps:
+            return logits
+        out: dict[str, Tensor] = {}
+        if cfg.use_pose:
+            out["joint_importance"] = torch.stack([m["joint_importance"] for m in per_block]).mean(0)
+            out["temporal_attention"] = torch.stack([m["temporal_attention"] for m in per_block]).mean(0)
+        if cfg.use_rgb and cfg.rgb_attention != "full":  # (t, y, x) in [0, 1], B x L x G x P x 3
+            out["sampling_locations"] = (torch.stack([m["sampling_locations"] for m in per_block], 1) + 1) / 2
+        return logits, out
+
+    def _embed_rgb(self, rgb: Tensor | None) -> Tensor | None:
+        cfg = self.config
+        if not cfg.use_rgb:
+            return None
+        expected = (3, cfg.frames, cfg.image_size, cfg.image_size)
+        if rgb is None or tuple(rgb.shape[1:]) != expected:
+            got = None if rgb is None else tuple(rgb.shape)
+            raise ValueError(f"rgb must be B x {' x '.join(map(str, expected))} for this model, got {got}")
+        z = self.backbone(rgb)
+        return rearrange(z, "b d t h w -> b (t h w) d") + self.pos_embed()
+
+    def _embed_pose(self, pose: Tensor | None, person_mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        cfg = self.config
+        if not cfg.use_pose:
+            return None, None
+        expected = (cfg.num_persons, cfg.frames, cfg.num_joints, cfg.pose_channels)
+        if pose is None or tuple(pose.shape[1:]) != expected:
+            got = None if pose is None else tuple(pose.shape)
+            raise ValueError(f"pose must be B x {' x '.join(map(str, expected))} (M T V C) for this model, got {got}")
+        b = pose.shape[0]
+        if person_mask is None:
+            person_mask = torch.ones(b, cfg.num_persons, dtype=torch.bool, device=pose.device)
+        person_mask = person_mask.bool()
+        # absent people are zeroed (not only masked) so even NaN/inf there cannot leak into any sum
+        pose = torch.where(person_mask[:, :, None, None, None], torch.nan_to_num(pose, 0.0, 0.0, 0.0), 0.0)
+        token_valid = person_mask[:, :, None].expand(b, cfg.num_persons, cfg.num_joints).reshape(b, -1)
+        return self.pose_embed(pose), token_valid
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
