@@ -54,14 +54,15 @@ def trilinear_sample_gather(volume: Tensor, coords: Tensor) -> Tensor:
     return out
 
 
-def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device=None) -> Tensor:
+def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device=None,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
     """Centres of a uniform grid of ``size`` cells over a ``volume`` of tokens, as (t, y, x) in
     [-1, 1] align_corners coordinates -> (t h w) x 3. With a volume divisible by the grid, the
     trilinear read at a centre equals average-pooling the cell."""
     axes = []
     for n, full in zip(size, volume):
-        centres = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) * (full / n) - 0.5
-        axes.append(centres / max(full - 1, 1) * 2 - 1 if full > 1 else torch.zeros(n, device=device))
+        centres = (torch.arange(n, device=device, dtype=dtype) + 0.5) * (full / n) - 0.5
+        axes.append(centres / max(full - 1, 1) * 2 - 1 if full > 1 else torch.zeros(n, device=device, dtype=dtype))
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 

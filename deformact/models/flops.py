@@ -37,15 +37,24 @@ def model_report(model: nn.Module, batch: int = 1, depth: int = 2, backward: boo
     inputs = example_inputs(model.config, batch, next(model.parameters()).device)
     was_training = model.training
     model.train(backward)
-    counter = FlopCounterMode(display=False, depth=depth)
+    counter = FlopCounterMode(display=False, depth=16)
     with counter:
         out = model(**inputs)
         if backward:
             out.sum().backward()
     model.train(was_training)
-    flops = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items() if k != "Global"}
-    flops = {k.removeprefix("DeformableTransformer."): v for k, v in flops.items()
-             if k.removeprefix("DeformableTransformer.").count(".") < depth}
+    counts = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
+    root = type(model).__name__ + "."
+    paths = {k.removeprefix(root) for k in counts if k.startswith(root)}
+    prefixes = {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 2)}
+
+    def inclusive(path: str) -> int:  # containers never called (ModuleList) sum their children
+        if root + path in counts:
+            return counts[root + path]
+        kids = [q for q in prefixes if q.startswith(path + ".") and q.count(".") == path.count(".") + 1]
+        return sum(inclusive(q) for q in kids)
+
+    flops = {p: inclusive(p) for p in prefixes if p.count(".") < depth}
     return {
         "params": dict(params),
         "flops": flops,
