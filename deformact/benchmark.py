@@ -1,0 +1,227 @@
+"""Speed, memory and FLOP/s measurements behind `deformact bench` (issue: performance).
+
+Every comparison (deformable vs full vs grid, T, M) is measured in one process, side by side, so
+ratios hold on a noisy machine. Times are medians of repeated runs; memory is the peak resident
+set (CPU, reset between measurements through /proc/self/clear_refs) or the peak CUDA allocation.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deformact.models import DeformableAttention3D, build_model
+from deformact.models.flops import example_inputs, model_report
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory allocated by torch while ``fn`` runs, above what was live before (MiB).
+
+    CUDA: the caching allocator's peak. CPU: the profiler's allocation/free events replayed in
+    time order (RSS is useless here: freed blocks are kept and reused by malloc).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def timeit(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int = 1) -> dict:
+    """Median seconds of ``fn`` and its peak extra memory (MiB, measured on one extra run)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "peak_mib": peak_memory_mib(fn, device)}
+
+
+def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's measured matmul FLOP/s (the denominator of model FLOP utilization)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 10 if device.type == "cpu" else 50
+    res = timeit(lambda: [a @ b for _ in range(reps)], device, repeats=3)
+    return 2 * n**3 * reps / res["seconds"]
+
+
+def bench_model(preset: str, device: torch.device, batch: int = 1, repeats: int = 3,
+                autocast: torch.dtype | None = None, compile: bool = False, **overrides: Any) -> dict:
+    """Forward and forward+backward time per clip, throughput, peak memory, params, FLOPs."""
+    torch.manual_seed(0)
+    model = build_model(preset, **overrides).to(device)
+    rep_f = model_report(model, batch=batch, depth=1)
+    rep_fb = model_report(model, batch=batch, depth=1, backward=True)
+    model.zero_grad(set_to_none=True)
+    x = example_inputs(model.config, batch, device)
+    run = torch.compile(model) if compile else model
+    def fwd() -> None:
+        with torch.no_grad(), (torch.autocast(device.type, dtype=autocast) if autocast else _null()):
+            run(**x)
+
+    def fwd_bwd() -> None:
+        with torch.autocast(device.type, dtype=autocast) if autocast else _null():
+            loss = run(**x).float().logsumexp(-1).sum()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    model.eval()
+    f = timeit(fwd, device, repeats)
+    model.train()
+    fb = timeit(fwd_bwd, device, repeats)
+    return {
+        "preset": preset, "overrides": overrides, "batch": batch,
+        "params": rep_f["total_params"], "flops_fwd_per_clip": rep_f["total_flops"] / batch,
+        "flops_fwd_bwd_per_clip": rep_fb["total_flops"] / batch,
+        "fwd_s_per_clip": f["seconds"] / batch, "fwd_bwd_s_per_clip": fb["seconds"] / batch,
+        "train_clips_per_s": batch / fb["seconds"], "infer_clips_per_s": batch / f["seconds"],
+        "fwd_peak_mib": f["peak_mib"], "fwd_bwd_peak_mib": fb["peak_mib"],
+        "achieved_flops_train": rep_fb["total_flops"] / fb["seconds"],
+    }
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+def bench_attention(mode: str, token_frames: int, device: torch.device, dim: int = 256, heads: int = 8,
+                    side: int = 14, batch: int = 1, repeats: int = 3) -> dict:
+    """The 3D deformable attention module alone (forward+backward) over T' x side x side tokens."""
+    torch.manual_seed(0)
+    attn = DeformableAttention3D(dim, heads, mode).to(device)
+    volume = (token_frames, side, side)
+    z = torch.randn(batch, token_frames * side * side, dim, device=device, requires_grad=True)
+    cm = torch.randn(batch, 2, dim, device=device, requires_grad=True)
+
+    def fwd_bwd() -> None:
+        dz, dcm, _ = attn(z, cm, volume)
+        (dz.sum() + dcm.sum()).backward()
+
+    r = timeit(fwd_bwd, device, repeats)
+    return {"mode": mode, "token_frames": token_frames, "tokens": z.shape[1], **r}
+
+
+def run_all(preset: str = "paper", device: str | None = None, quick: bool = False,
+            log: Callable[[str], None] = print) -> dict:
+    """Everything `deformact bench` reports, as one JSON-able dict."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    reps = 2 if quick else 3
+    out: dict[str, Any] = {"device": str(dev), "threads": torch.get_num_threads(), "preset": preset,
+                           "torch": torch.__version__}
+    out["matmul_flops"] = matmul_rate(dev)
+    log(f"fp32 matmul: {out['matmul_flops'] / 1e9:.1f} GFLOP/s")
+
+    rows = {}
+    for mode in ("deformable", "grid", "full"):
+        rows[mode] = bench_model(preset, dev, repeats=reps, num_classes=60, rgb_attention=mode)
+        r = rows[mode]
+        log(f"{mode:10s} fwd {r['fwd_s_per_clip'] * 1e3:8.1f} ms  fwd+bwd {r['fwd_bwd_s_per_clip'] * 1e3:8.1f} ms"
+            f"  {r['train_clips_per_s']:.2f} clips/s  peak {r['fwd_bwd_peak_mib'] or 0:.0f} MiB"
+            f"  MFU {r['achieved_flops_train'] / out['matmul_flops']:.1%}")
+    out["models"] = rows
+    d, f = rows["deformable"], rows["full"]
+    out["ratios_full_over_deformable"] = {
+        "fwd": f["fwd_s_per_clip"] / d["fwd_s_per_clip"],
+        "fwd_bwd": f["fwd_bwd_s_per_clip"] / d["fwd_bwd_s_per_clip"],
+        "flops": f["flops_fwd_bwd_per_clip"] / d["flops_fwd_bwd_per_clip"],
+        "peak_mib": (f["fwd_bwd_peak_mib"] or 0) / max(d["fwd_bwd_peak_mib"] or 1, 1),
+    }
+    out["mfu_train"] = d["achieved_flops_train"] / out["matmul_flops"]
+
+    side = build_model(preset, num_classes=2).config.token_size
+    frames = [8, 16, 32] if quick else [8, 16, 32, 64]
+    out["attention_only"] = []
+    for t in frames:
+        pair = {m: bench_attention(m, t // 2, dev, side=side, repeats=reps) for m in ("deformable", "full")}
+        ratio = pair["full"]["seconds"] / pair["deformable"]["seconds"]
+        out["attention_only"].append({"frames": t, **{f"{m}_s": pair[m]["seconds"] for m in pair},
+                                      **{f"{m}_peak_mib": pair[m]["peak_mib"] for m in pair}, "ratio": ratio})
+        log(f"attention only T={t:3d}: deformable {pair['deformable']['seconds'] * 1e3:8.1f} ms"
+            f"  full {pair['full']['seconds'] * 1e3:8.1f} ms  ratio {ratio:.2f}")
+
+    out["time_vs_frames"] = []
+    for t in frames:
+        row = {"frames": t}
+        for mode in ("deformable", "full"):
+            r = bench_model(preset, dev, repeats=1 if t >= 32 else reps, num_classes=60, rgb_attention=mode,
+                            frames=t)
+            row[f"{mode}_fwd_bwd_s"] = r["fwd_bwd_s_per_clip"]
+            row[f"{mode}_peak_mib"] = r["fwd_bwd_peak_mib"]
+        row["ratio"] = row["full_fwd_bwd_s"] / row["deformable_fwd_bwd_s"]
+        out["time_vs_frames"].append(row)
+        log(f"model T={t:3d}: deformable {row['deformable_fwd_bwd_s']:.3f} s  full {row['full_fwd_bwd_s']:.3f} s"
+            f"  ratio {row['ratio']:.2f}")
+
+    out["time_vs_persons"] = []
+    for m in (1, 2, 4):
+        r = bench_model(preset, dev, repeats=reps, num_classes=60, num_persons=m, modality="pose")
+        out["time_vs_persons"].append({"persons": m, "pose_fwd_bwd_s": r["fwd_bwd_s_per_clip"],
+                                       "flops": r["flops_fwd_bwd_per_clip"]})
+        log(f"pose stream M={m}: fwd+bwd {r['fwd_bwd_s_per_clip'] * 1e3:.1f} ms")
+
+    try:
+        from deformact.data.benchmark import loader_throughput
+    except ImportError:
+        out["data"] = None
+    else:
+        out["data"] = loader_throughput(quick=quick)
+        log(f"data: {out['data']}")
+    return out
+
+
+def plot_time_vs_frames(result: dict, path: str | Path) -> Path:
+    """Time per training clip vs T, deformable vs full attention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["time_vs_frames"]
+    t = [r["frames"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(t, [r["deformable_fwd_bwd_s"] for r in rows], "o-", label="3D deformable attention")
+    ax.plot(t, [r["full_fwd_bwd_s"] for r in rows], "s--", label="full attention (all RGB tokens)")
+    ax.set(xlabel="frames T", ylabel="s per clip (fwd+bwd)", title=f"{result['preset']} preset, {result['device']}")
+    ax.set_xticks(t)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["bench_attention", "bench_model", "matmul_rate", "peak_memory_mib", "plot_time_vs_frames", "run_all",
+           "timeit"]

@@ -1,0 +1,29 @@
+"""The measuring tools measure: memory peaks of known allocations, FLOP-rate sanity, bench plumbing."""
+
+import torch
+
+from deformact.benchmark import bench_attention, bench_model, peak_memory_mib, plot_time_vs_frames
+
+CPU = torch.device("cpu")
+
+
+def test_peak_memory_sees_a_known_allocation():
+    def alloc():
+        a = torch.ones(4 * 2**20 // 4)  # 4 MiB
+        b = torch.ones(8 * 2**20 // 4)  # 8 MiB, both alive: 12 MiB peak
+        del a, b
+        torch.ones(2 * 2**20 // 4)
+
+    assert 11.9 < peak_memory_mib(alloc, CPU) < 13
+
+
+def test_bench_model_and_attention_report_consistent_figures(tmp_path):
+    r = bench_model("demo", CPU, repeats=1, num_classes=5)
+    assert r["flops_fwd_bwd_per_clip"] > 2 * r["flops_fwd_per_clip"] > 0
+    assert r["fwd_bwd_s_per_clip"] > 0 and r["fwd_bwd_peak_mib"] > 0
+    d = bench_attention("deformable", 4, CPU, dim=32, heads=4, side=4, repeats=1)
+    f = bench_attention("full", 4, CPU, dim=32, heads=4, side=4, repeats=1)
+    assert d["tokens"] == f["tokens"] == 64
+    rows = [{"frames": t, "deformable_fwd_bwd_s": t * 0.1, "full_fwd_bwd_s": t * 0.2} for t in (8, 16)]
+    png = plot_time_vs_frames({"time_vs_frames": rows, "preset": "demo", "device": "cpu"}, tmp_path / "t.png")
+    assert png.stat().st_size > 1000
