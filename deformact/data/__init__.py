@@ -1,0 +1,76 @@
+"""Data: pyskl pose pickles, Penn Action, RGB videos/frame folders, the synthetic cross-modal set.
+
+    import deformact.data as dd
+    ds = dd.build_dataset(type="pyskl", ann_file="ntu60_hrnet.pkl", split="xsub_val", modality="rgb+pose",
+                          frames=16, video_root="videos/", image_size=224, train=False)
+    item = ds[0]  # {"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}
+
+``build_dataset`` takes a config's ``data:`` section (see :data:`PYSKL_KEYS`, :data:`SYNTHETIC_KEYS`).
+Submodules load lazily, so ``deformact prepare`` starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .constants import RGB_MEAN, RGB_STD
+from .errors import DataError
+
+_LAZY = {
+    "load_pyskl": "pyskl", "save_pyskl": "pyskl", "SafeUnpickler": "pyskl",
+    "SKELETONS": "skeletons", "Skeleton": "skeletons", "get_skeleton": "skeletons",
+    "load_label_map": "labels", "segment_indices": "sampling",
+    "read_frames": "video", "find_media": "video", "count_frames": "video",
+    "PysklDataset": "dataset", "SyntheticDataset": "synthetic",
+    "convert_penn_action": "penn_action", "PENN_ACTIONS": "penn_action",
+}
+
+# data-section keys accepted by each dataset type (besides type/split/train/train_split/test_split)
+PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num_clips", "num_persons",
+              "label_map", "num_classes", "layout", "skip_bad", "compact", "compact_padding", "crop_scale",
+              "crop_ratio", "flip", "pose_norm", "pose_rotate", "pose_scale", "pose_shift", "decode_threads")
+SYNTHETIC_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "num_classes", "seed",
+                  "num_train", "num_test", "layout", "skip_bad", "flip")
+
+__all__ = ["DataError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_dataset(type: str = "pyskl", split: str | None = None, train: bool = False,
+                  train_split: str | None = None, test_split: str | None = None, **kwargs: Any):
+    """A dataset from a config ``data:`` section. ``split`` defaults to ``train_split`` when
+    ``train`` else ``test_split``; ``num_clips`` only applies when ``train`` is False (training
+    samples one clip). Unknown keys raise :class:`DataError`."""
+    if split is None:
+        split = train_split if train else test_split
+    if type == "pyskl":
+        _check_keys(kwargs, PYSKL_KEYS, type)
+        if "ann_file" not in kwargs:
+            raise DataError("data.ann_file is required for type 'pyskl'")
+        from .dataset import PysklDataset
+
+        return PysklDataset(split=split, train=train, **kwargs)
+    if type == "synthetic":
+        _check_keys(kwargs, SYNTHETIC_KEYS, type)
+        if kwargs.pop("flip", 0):
+            raise DataError("the synthetic classes are chiral (left vs right limb): flip must be 0")
+        if kwargs.pop("layout", None) not in (None, "coco17"):
+            raise DataError("the synthetic set uses the coco17 layout")
+        kwargs.pop("skip_bad", None)
+        from .synthetic import SyntheticDataset
+
+        return SyntheticDataset(split=split or ("train" if train else "test"), train=train, **kwargs)
+    raise DataError(f"unknown data type {type!r}; use 'pyskl' or 'synthetic'")
+
+
+def _check_keys(kwargs: dict, known: tuple[str, ...], type: str) -> None:
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise DataError(f"unknown data key(s) for type {type!r}: {', '.join(unknown)}; known: "
+                        + ", ".join(("type", "train_split", "test_split") + known))

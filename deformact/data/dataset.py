@@ -1,0 +1,317 @@
+"""pyskl-format dataset: pose from a pyskl pickle, RGB from videos/frame folders, aligned sampling
+and augmentation (ARCHITECTURE.md "Tensors": the same frame indices for both modalities)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import transforms as tf
+from .errors import DataError
+from .labels import load_label_map
+from .pyskl import load_pyskl
+from .sampling import segment_indices
+from .skeletons import Skeleton, get_skeleton
+from .video import count_frames, find_media, read_frames
+
+
+def parse_modality(modality: str) -> tuple[bool, bool]:
+    """'rgb+pose' | 'rgb' | 'pose' -> (use_rgb, use_pose)."""
+    parts = {p.strip() for p in str(modality).lower().split("+")}
+    if not parts or not parts <= {"rgb", "pose"}:
+        raise DataError(f"modality must be 'rgb+pose', 'rgb' or 'pose', got {modality!r}")
+    return "rgb" in parts, "pose" in parts
+
+
+class PysklDataset(torch.utils.data.Dataset):
+    """Clips of a pyskl annotation file (see :mod:`deformact.data.pyskl`), optionally with RGB.
+
+    Items: ``{"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}``
+    (absent modalities omitted; with ``num_clips = N > 1`` at test time every tensor gets a leading
+    N). Pose x, y are in [0, 1] relative to the (cropped) frame, score in [0, 1]; a missing joint
+    is (0, 0, 0). Every check that can fail on the annotation file runs here, at build time.
+    """
+
+    def __init__(self, ann_file: str | os.PathLike, split: str | None = None, modality: str = "rgb+pose",
+                 frames: int = 16, image_size: int = 224, train: bool = False, num_clips: int = 1,
+                 num_persons: int = 2, video_root: str | os.PathLike | None = None,
+                 label_map: str | os.PathLike | Sequence[str] | None = None, num_classes: int | None = None,
+                 layout: str | None = None, skip_bad: bool = False, compact: bool = True,
+                 compact_padding: float = 0.25, crop_scale: Sequence[float] = (0.56, 1.0),
+                 crop_ratio: Sequence[float] = (3 / 4, 4 / 3), flip: float = 0.5, pose_norm: str = "frame",
+                 pose_rotate: float = 0.0, pose_scale: float = 0.0, pose_shift: float = 0.0,
+                 decode_threads: int = 1) -> None:
+        self.ann_file = Path(ann_file)
+        self.use_rgb, self.use_pose = parse_modality(modality)
+        self.modality = modality
+        self.frames, self.image_size, self.train = int(frames), int(image_size), bool(train)
+        self.num_clips = 1 if train else int(num_clips)
+        self.num_persons, self.skip_bad = int(num_persons), bool(skip_bad)
+        self.compact, self.compact_padding = bool(compact), float(compact_padding)
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
+        self.flip = float(flip) if train else 0.0
+        self.pose_norm = pose_norm
+        self.pose_aug = (float(pose_rotate), float(pose_scale), float(pose_shift)) if train else (0.0, 0.0, 0.0)
+        self.decode_threads = int(decode_threads)
+        self._check_options()
+
+        data = load_pyskl(self.ann_file)
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), (list, tuple)):
+            raise DataError(f"{self.ann_file}: not a pyskl file (expected a dict with an 'annotations' list)")
+        anns = list(data["annotations"])
+        if not anns:
+            raise DataError(f"{self.ann_file}: the annotation list is empty")
+        self.split = split
+        anns = self._select_split(data, anns, split)
+        self.class_names = self._class_names(data, label_map, num_classes)
+        self.num_classes = len(self.class_names)
+        self.skeleton: Skeleton | None = get_skeleton(layout) if layout else None
+        self.anns = [self._check_ann(a, i) for i, a in enumerate(anns)]
+        self.layout = self.skeleton.name if self.skeleton else None
+
+        self.video_root = Path(video_root) if video_root is not None else None
+        if self.use_rgb:
+            if self.video_root is None:
+                raise DataError(f"modality {modality!r} needs video_root (a folder of videos or frame folders)")
+            if not self.video_root.is_dir():
+                raise DataError(f"{self.video_root}: video_root is not a folder")
+        self._skipped = multiprocessing.Value("i", 0)
+        self.bad_files: list[str] = []
+        self._rng: np.random.Generator | None = None
+        self._rng_seed: int | None = None
+        self._media: dict[str, Path] = {}
+
+    # ----------------------------------------------------------------------------- build-time checks
+    def _check_options(self) -> None:
+        if self.frames < 1 or self.image_size < 8 or self.num_clips < 1 or self.num_persons < 1:
+            raise DataError("frames, num_clips and num_persons must be >= 1 and image_size >= 8")
+        if self.pose_norm not in ("frame", "person"):
+            raise DataError(f"pose_norm must be 'frame' or 'person', got {self.pose_norm!r}")
+        if self.use_rgb and (self.pose_norm != "frame" or any(self.pose_aug)):
+            raise DataError("pose_norm='person' and pose_rotate/scale/shift are pose-only options "
+                            "(they would misalign the joints with the pixels)")
+        if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            raise DataError(f"crop_scale must be [min, max] within (0, 1], got {list(self.crop_scale)}")
+        if not (len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1]):
+            raise DataError(f"crop_ratio must be [min, max] > 0, got {list(self.crop_ratio)}")
+
+    def _select_split(self, data: dict, anns: list, split: str | None) -> list:
+        if split is None:
+            return anns
+        splits = data.get("split")
+        if not isinstance(splits, dict):
+            raise DataError(f"{self.ann_file}: has no 'split' dict, cannot select split {split!r}")
+        if split not in splits:
+            raise DataError(f"{self.ann_file}: split {split!r} not found; available: "
+                            + ", ".join(map(repr, splits)))
+        names = list(splits[split])
+        if not names:
+            raise DataError(f"{self.ann_file}: split {split!r} is empty")
+        by_dir = {}
+        for a in anns:
+            if not isinstance(a, dict) or "frame_dir" not in a:
+                raise DataError(f"{self.ann_file}: annotation without 'frame_dir': {str(a)[:80]}")
+            by_dir[a["frame_dir"]] = a
+        missing = [n for n in names if n not in by_dir]
+        if missing:
+            raise DataError(f"{self.ann_file}: split {split!r} lists {len(missing)} clip(s) with no annotation, "
+                            f"e.g. {missing[:3]}")
+        return [by_dir[n] for n in names]
+
+    def _class_names(self, data: dict, label_map, num_classes: int | None) -> list[str]:
+        if label_map is not None:
+            names = load_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else list(label_map)
+            if num_classes is not None and int(num_classes) != len(names):
+                raise DataError(f"num_classes={num_classes} but the label map has {len(names)} names")
+            return [str(n) for n in names]
+        stored = data.get("class_names")
+        if num_classes is None and isinstance(stored, (list, tuple)) and stored:
+            return [str(n) for n in stored]
+        if num_classes is None:
+            try:
+                num_classes = 1 + max(int(a["label"]) for a in data["annotations"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{self.ann_file}: every annotation needs an integer 'label'") from None
+        if isinstance(stored, (list, tuple)) and len(stored) == int(num_classes):
+            return [str(n) for n in stored]
+        return [str(i) for i in range(int(num_classes))]
+
+    def _check_ann(self, a: Any, i: int) -> dict:
+        where = f"{self.ann_file}: annotation {i} ({a.get('frame_dir', '?') if isinstance(a, dict) else '?'})"
+        if not isinstance(a, dict) or "frame_dir" not in a:
+            raise DataError(f"{where}: not a dict with 'frame_dir'")
+        try:
+            label = int(a["label"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{where}: missing or non-integer 'label'") from None
+        if not 0 <= label < self.num_classes:
+            raise DataError(f"{where}: label {label} out of range [0, {self.num_classes})")
+        out = {"frame_dir": str(a["frame_dir"]), "label": label, "total_frames": a.get("total_frames")}
+        shape = a.get("img_shape", a.get("original_shape"))
+        if shape is not None:
+            try:
+                h, w = (int(s) for s in tuple(shape)[:2])
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: bad img_shape {shape!r}") from None
+            if h <= 0 or w <= 0:
+                raise DataError(f"{where}: bad img_shape {shape!r}")
+            out["img_wh"] = (w, h)
+        kp = a.get("keypoint")
+        if kp is None:
+            if self.use_pose:
+                raise DataError(f"{where}: no 'keypoint' array but modality needs pose")
+            return out
+        kp = np.asarray(kp)
+        if kp.ndim != 4 or kp.shape[-1] not in (2, 3) or not np.issubdtype(kp.dtype, np.number):
+            raise DataError(f"{where}: keypoint must be a numeric M x T x V x 2 (or x 3) array, got "
+                            f"{kp.dtype} {kp.shape}")
+        score = a.get("keypoint_score")
+        if score is None:
+            if kp.shape[-1] != 3:
+                raise DataError(f"{where}: no keypoint_score and keypoint has no score channel")
+            kp, score = kp[..., :2], kp[..., 2]
+        kp, score = kp[..., :2], np.asarray(score)
+        if score.shape != kp.shape[:3]:
+            raise DataError(f"{where}: keypoint_score shape {score.shape} != keypoint shape {kp.shape[:3]}")
+        v = kp.shape[2]
+        try:
+            if self.skeleton is None:
+                self.skeleton = get_skeleton(None, v)
+            get_skeleton(self.skeleton.name, v)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        if kp.shape[1] < 1:
+            raise DataError(f"{where}: keypoint has no frames")
+        if "img_wh" not in out:
+            raise DataError(f"{where}: needs 'img_shape' (h, w) to normalize the keypoints")
+        out["keypoint"] = kp
+        out["keypoint_score"] = score
+        # people ranked once by total score over the clip (NaN counts as 0)
+        out["rank"] = tf.rank_persons(np.nan_to_num(score.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0),
+                                      self.num_persons)
+        return out
+
+    # ------------------------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.anns)
+
+    @property
+    def num_skipped(self) -> int:
+        """Bad samples replaced so far (``skip_bad=True``), summed over DataLoader workers."""
+        return int(self._skipped.value)
+
+    def _get_rng(self) -> np.random.Generator:
+        # torch seeds each DataLoader worker (and re-seeds every epoch): follow it, so runs repeat
+        seed = torch.initial_seed()
+        if self._rng is None or self._rng_seed != seed:
+            self._rng, self._rng_seed = np.random.default_rng(seed), seed
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.skip_bad:
+            return self.load(index)
+        for k in range(min(len(self), 20)):
+            try:
+                return self.load((index + k) % len(self))
+            except DataError as e:
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                msg = str(e)
+                if msg not in self.bad_files:
+                    self.bad_files.append(msg)
+                    warnings.warn(f"skipping bad sample: {msg}", stacklevel=2)
+        raise DataError(f"{self.ann_file}: 20 bad samples in a row from index {index}; giving up")
+
+    def frame_indices(self, index: int) -> np.ndarray:
+        """The (num_clips x frames) indices ``load`` would use at test time (deterministic)."""
+        return segment_indices(self._num_frames(self.anns[index]), self.frames, self.num_clips)
+
+    def _num_frames(self, ann: dict) -> int:
+        if "keypoint" in ann:
+            return int(ann["keypoint"].shape[1])
+        if ann.get("total_frames"):
+            return int(ann["total_frames"])
+        return count_frames(self._media_path(ann))
+
+    def _media_path(self, ann: dict) -> Path:
+        fd = ann["frame_dir"]
+        if fd not in self._media:
+            self._media[fd] = find_media(self.video_root, fd)
+        return self._media[fd]
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Load one sample (no bad-sample replacement)."""
+        ann = self.anns[index]
+        rng = self._get_rng() if self.train else None
+        n_clip, t = self.num_clips, self.frames
+        inds = segment_indices(self._num_frames(ann), t, n_clip, rng).reshape(-1)
+        flip = bool(rng is not None and self.flip > 0 and rng.random() < self.flip)
+
+        kp = score = None
+        if "keypoint" in ann:
+            sel = ann["rank"]
+            kp, score = tf.sanitize(ann["keypoint"][sel][:, inds], ann["keypoint_score"][sel][:, inds])
+            kp = kp / np.asarray(ann["img_wh"], dtype=np.float32)  # normalized frame coordinates
+
+        box_state: dict[str, Any] = {}
+
+        def plan_box(src_wh: tuple[int, int]) -> tuple[float, float, float, float]:
+            if "box" not in box_state:
+                wh = ann.get("img_wh", src_wh)
+                region = (tf.compact_box(kp, score, wh, self.compact_padding)
+                          if self.compact and kp is not None else (0.0, 0.0, 1.0, 1.0))
+                box_state["box"] = (tf.random_resized_box(region, wh, rng, self.crop_scale, self.crop_ratio)
+                                    if rng is not None else tf.center_box(region, wh))
+            return box_state["box"]
+
+        item: dict[str, Any] = {}
+        if self.use_rgb:
+            def size_fn(sw: int, sh: int) -> tuple[int, int]:
+                if "dec_wh" not in box_state:  # once per item: all frames share the plan
+                    dec_wh, pbox, snapped = tf.decode_plan(plan_box((sw, sh)), (sw, sh), self.image_size)
+                    box_state.update(dec_wh=dec_wh, pbox=pbox, box=snapped)
+                return box_state["dec_wh"]
+
+            frames, _ = read_frames(self._media_path(ann), inds, size_fn, self.decode_threads)
+            frames = tf.crop_frames(frames, box_state["pbox"], self.image_size)
+            s = self.image_size
+            rgb = tf.to_tensor(frames, flip=flip)  # 3 x (N*T) x S x S
+            if n_clip > 1:
+                rgb = rgb.view(3, n_clip, t, s, s).transpose(0, 1).contiguous()
+            item["rgb"] = rgb
+
+        if self.use_pose:
+            item.update(self._pose(ann, kp, score, plan_box, flip, rng))
+        item["label"] = ann["label"]
+        return item
+
+    def _pose(self, ann, kp, score, plan_box, flip, rng) -> dict[str, torch.Tensor]:
+        if self.pose_norm == "person":
+            kp = tf.person_normalize(kp, score, ann["img_wh"])
+        else:
+            kp = tf.crop_pose(kp, plan_box(ann["img_wh"]))
+        if flip:
+            kp, score = tf.flip_pose(kp, score, self.skeleton.flip_index)
+        if rng is not None and any(self.pose_aug):
+            kp = tf.affine_augment(kp, rng, *self.pose_aug)
+        m, nt, v = score.shape
+        out = np.zeros((self.num_persons, nt, v, 3), dtype=np.float32)
+        vis = score > 0
+        out[:m, ..., :2] = np.where(vis[..., None], kp, 0.0)
+        out[:m, ..., 2] = score
+        n_clip, t = self.num_clips, self.frames
+        pose = torch.from_numpy(out)
+        present = torch.from_numpy(vis.reshape(m, n_clip, -1).any(-1))  # m x N
+        mask = torch.zeros(self.num_persons, n_clip, dtype=torch.bool)
+        mask[:m] = present
+        if n_clip > 1:
+            return {"pose": pose.view(self.num_persons, n_clip, t, v, 3).transpose(0, 1).contiguous(),
+                    "person_mask": mask.T.contiguous()}
+        return {"pose": pose, "person_mask": mask[:, 0]}
