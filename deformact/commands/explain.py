@@ -1,0 +1,44 @@
+"""``deformact explain VIDEO --ckpt PATH --out DIR``: the paper's explainability pictures.
+
+Writes joint_importance.png, temporal_attention.png, sampling_points.png, top5.png (those the
+model's modality has) and explain.json with the numbers behind them, for the checkpoint's
+centre test clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "deformact explain"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="video file")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.pt)")
+    parser.add_argument("--out", required=True, help="output folder for the PNGs and explain.json")
+    parser.add_argument("--poses", help="pyskl pickle with this video's poses (default: extract with mediapipe)")
+    parser.add_argument("--labels", help="label map replacing the checkpoint's class names")
+    parser.add_argument("--estimator", default="mediapipe", help="pose estimator when --poses is not given")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from deformact.data import load_pyskl
+    from deformact.viz.explain import explain
+    from deformact.viz.inference import load_model, predict_video, user_errors
+
+    try:
+        model = load_model(args.ckpt, args.labels)
+        poses = load_pyskl(args.poses) if args.poses else None
+        pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True, num_clips=1,
+                             progress=not args.no_progress)
+        info = explain(pred, args.out, checkpoint=str(args.ckpt))
+    except (*user_errors(), ImportError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    best = info["top5"][0]
+    print(f"{pred.video.name}: {best['label']} ({best['score']:.3f})")
+    for name in [*info["pictures"], "explain.json"]:
+        print(f"wrote {args.out.rstrip('/')}/{name}")
+    return 0

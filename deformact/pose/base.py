@@ -1,0 +1,86 @@
+"""The pose-estimator interface and a registry of implementations.
+
+An estimator turns one RGB frame into a list of people, each a V x 3 array (x, y in pixels of
+that frame, score in [0, 1]) in the COCO-17 joint order. It may keep state between frames of one
+video (tracking); :meth:`PoseEstimator.reset` starts a new video. Plug in your own detector by
+subclassing and registering it::
+
+    @register_estimator("mine")
+    class MyPose(PoseEstimator):
+        def __call__(self, frame): return [my_model(frame)]  # list of 17 x 3 arrays
+
+or pass ``--estimator package.module:ClassName`` to ``deformact extract-poses``.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+COCO17 = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+    "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+
+_REGISTRY: dict[str, type[PoseEstimator]] = {}
+
+
+class PoseEstimator(abc.ABC):
+    """frame (h x w x 3 RGB uint8) -> list of persons, each V x 3 (x, y pixels, score)."""
+
+    layout: str = "coco17"
+    num_joints: int = 17
+
+    @abc.abstractmethod
+    def __call__(self, frame: np.ndarray) -> list[np.ndarray]: ...
+
+    def reset(self) -> None:  # noqa: B027 (optional hook)
+        """Forget tracking state: the next frame starts a new video."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release native resources."""
+
+    def estimate(self, frames: Iterable[np.ndarray]) -> list[list[np.ndarray]]:
+        """Run on a whole video: one list of persons per frame."""
+        self.reset()
+        return [self(f) for f in frames]
+
+    def __enter__(self) -> PoseEstimator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def register_estimator(name: str) -> Callable[[type[PoseEstimator]], type[PoseEstimator]]:
+    """Class decorator adding an estimator to the registry under ``name``."""
+
+    def wrap(cls: type[PoseEstimator]) -> type[PoseEstimator]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_estimators() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_estimator(name: str = "mediapipe", **kwargs) -> PoseEstimator:
+    """An estimator by registry name, or by import path ``package.module:ClassName``."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    elif name in _REGISTRY:
+        cls = _REGISTRY[name]
+    else:
+        raise ValueError(f"unknown pose estimator {name!r}; known: {', '.join(available_estimators())} "
+                         "or package.module:ClassName")
+    est = cls(**kwargs)
+    if not isinstance(est, PoseEstimator):
+        raise TypeError(f"{name} is not a deformact.pose.PoseEstimator")
+    return est

@@ -1,0 +1,227 @@
+"""The paper's explainability pictures (Sec. 4, "visualization") as PNG, plus their numbers.
+
+* ``joint_importance.png``: attention from the cross-modal tokens to each joint (local joint
+  stride attention), drawn on the skeleton over a video frame, and as bars per joint;
+* ``temporal_attention.png``: the T' x T' temporal stride attention map;
+* ``sampling_points.png``: where 3D token search (3DTS) read the RGB feature volume, drawn on the
+  frames the model saw (one colour per block, one marker per offset group);
+* ``top5.png``: the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deformact.data import RGB_MEAN, RGB_STD
+
+from .draw import draw_skeleton
+
+BLOCK_COLORS = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000")
+GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _figure(width: float, height: float):
+    # Figure + Agg canvas: no pyplot global state, headless
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def denormalize(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Model input 3 x T x H x W (normalized) -> T x H x W x 3 uint8 RGB."""
+    x = torch.as_tensor(rgb).float()
+    mean = torch.tensor(RGB_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(RGB_STD).view(3, 1, 1, 1)
+    x = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    return x.permute(1, 2, 3, 0).numpy()
+
+
+def plot_joint_importance(frame: np.ndarray, persons: np.ndarray, importance: np.ndarray,
+                          present: np.ndarray, edges: Sequence[tuple[int, int]], joint_names: Sequence[str],
+                          path: str | Path, title: str = "") -> Path:
+    """Skeletons over ``frame`` with each joint coloured and sized by its importance, and bars.
+
+    persons: M x V x 3 (x, y in ``frame`` pixels, score); importance: M x V; present: M bool.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+
+    cmap = colormaps["coolwarm"]
+    img = frame.copy()
+    imp = np.where(present[:, None], importance, 0.0)
+    vals = imp[present] if present.any() else imp
+    lo, hi = float(vals.min()), float(vals.max())
+    span = hi - lo if hi > lo else 1.0  # colours and sizes span the range actually present
+    r = max(2, round(min(img.shape[:2]) / 110))
+    for m in np.flatnonzero(present):
+        rel = np.clip((imp[m] - lo) / span, 0, 1)
+        colors = (np.asarray([cmap(v)[:3] for v in rel]) * 255).astype(np.uint8)
+        radii = (r * (0.7 + 1.3 * rel)).round()
+        draw_skeleton(img, persons[m], edges, (235, 235, 235), min_score=0.05, joint_colors=colors,
+                      joint_radii=radii)
+    fig = _figure(12, 5)
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    ax_img.imshow(img)
+    ax_img.set_axis_off()
+    ax_img.set_title(title or "joint importance (cross-modal tokens -> joints)")
+    sm = ScalarMappable(cmap=cmap)
+    sm.set_clim(lo, hi if hi > lo else lo + 1e-6)
+    fig.colorbar(sm, ax=ax_img, fraction=0.03, pad=0.01, label="attention")
+    y = np.arange(len(joint_names))
+    h = 0.8 / max(int(present.sum()), 1)
+    for k, m in enumerate(np.flatnonzero(present)):
+        ax_bar.barh(y + k * h - 0.4 + h / 2, imp[m], height=h, label=f"person {m}")
+    ax_bar.set_yticks(y, joint_names, fontsize=8)
+    ax_bar.invert_yaxis()
+    ax_bar.set_xlabel("attention (mean over heads, groups, time, blocks)")
+    if present.sum() > 1:
+        ax_bar.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_temporal_attention(att: np.ndarray, step_frames: Sequence[Sequence[int]], path: str | Path) -> Path:
+    """Heatmap of the T' x T' temporal stride attention (rows attend to columns)."""
+    fig = _figure(6, 5)
+    ax = fig.subplots()
+    im = ax.imshow(att, cmap="viridis", vmin=0)
+    labels = [f"{f[0]}-{f[-1]}" if len(f) > 1 else str(f[0]) for f in step_frames]
+    ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("key time step (video frames)")
+    ax.set_ylabel("query time step (video frames)")
+    ax.set_title("temporal stride attention (mean over joints, heads, blocks)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_sampling_points(frames: np.ndarray, locations: np.ndarray, frame_ids: Sequence[int],
+                         path: str | Path) -> Path:
+    """3DTS points (L x G x P x 3, (t, y, x) in [0, 1]) on the T model-input frames.
+
+    A point is drawn on the frame nearest to its t; points read outside the volume are hollow.
+    """
+    t_len, h, w = frames.shape[:3]
+    cols = min(t_len, 8)
+    rows = -(-t_len // cols)
+    fig = _figure(2.1 * cols, 2.3 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < t_len:
+            ax.imshow(frames[i], extent=(0, 1, 1, 0))
+            ax.set_title(f"frame {frame_ids[i]}", fontsize=8)
+            ax.set_xlim(-0.05, 1.05)
+            ax.set_ylim(1.05, -0.05)
+    n_blocks, n_groups = locations.shape[:2]
+    for b in range(n_blocks):
+        for g in range(n_groups):
+            pts = locations[b, g]
+            t_idx = np.clip(np.rint(pts[:, 0] * (t_len - 1)), 0, t_len - 1).astype(int)
+            inside = ((pts >= 0) & (pts <= 1)).all(-1)
+            for i in np.unique(t_idx):
+                sel = t_idx == i
+                for filled in (True, False):
+                    s = sel & (inside == filled)
+                    if s.any():
+                        axes[i].scatter(pts[s, 2], pts[s, 1], s=22, marker=GROUP_MARKERS[g % 8],
+                                        facecolors=BLOCK_COLORS[b % 8] if filled else "none",
+                                        edgecolors="black" if filled else BLOCK_COLORS[b % 8], linewidths=0.7)
+    handles = [axes[0].scatter([], [], marker=GROUP_MARKERS[g % 8], c=BLOCK_COLORS[b % 8], edgecolors="black",
+                               label=f"block {b + 1}, group {g + 1}")
+               for b in range(n_blocks) for g in range(n_groups)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    fig.suptitle("3D token search: sampled points (t, y, x) per block and offset group", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_top5(top5: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Horizontal bars of the top-5 classes."""
+    fig = _figure(6, 2.8)
+    ax = fig.subplots()
+    labels = [t["label"] for t in top5][::-1]
+    scores = [t["score"] for t in top5][::-1]
+    ax.barh(range(len(labels)), scores, color="#0072b2")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
+    for i, s in enumerate(scores):
+        ax.text(min(s + 0.01, 0.9), i, f"{s:.3f}", va="center", fontsize=8)
+    ax.set_title(title or "top-5", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_side: int = 640) -> dict[str, Any]:
+    """Write the pictures and ``explain.json`` for clip 0 of a prediction made with ``return_maps``."""
+    from deformact.data import get_skeleton
+    from deformact.pose import iter_frames
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    p = prediction
+    maps, inputs = p.maps, p.inputs
+    idx = np.asarray(p.frame_indices).reshape(-1, p.frame_indices.shape[-1])[0]
+    t_len = len(idx)
+    pictures: list[str] = []
+    info: dict[str, Any] = {
+        "video": str(p.video), "checkpoint": checkpoint, "top5": p.top(5),
+        "frame_indices": idx.tolist(), "pictures": pictures,
+    }
+    plot_top5(p.top(5), out / "top5.png", title=p.video.name)
+    pictures.append("top5.png")
+
+    if "joint_importance" in maps:
+        imp = maps["joint_importance"][0]  # M x V
+        present = inputs["person_mask"][0].numpy().astype(bool)
+        v = imp.shape[-1]
+        skel = get_skeleton(None, v)
+        mid = int(idx[t_len // 2])
+        frame = next(f for i, f in enumerate(iter_frames(p.video, max_side)) if i == mid)
+        kp = np.asarray(p.annotation["keypoint"], np.float32)
+        sc = np.asarray(p.annotation["keypoint_score"], np.float32)
+        h0, w0 = (int(s) for s in p.annotation["img_shape"][:2])
+        scale = np.array([frame.shape[1] / w0, frame.shape[0] / h0], np.float32)
+        persons = np.zeros((imp.shape[0], v, 3), np.float32)
+        for m, src in enumerate(p.person_order[: imp.shape[0]]):
+            persons[m, :, :2] = kp[src, min(mid, kp.shape[1] - 1)] * scale
+            persons[m, :, 2] = sc[src, min(mid, sc.shape[1] - 1)]
+        plot_joint_importance(frame, persons, imp, present, skel.edges, skel.joints, out / "joint_importance.png",
+                              title=f"joint importance, frame {mid}")
+        pictures.append("joint_importance.png")
+        info["joint_importance"] = {
+            "joints": list(skel.joints), "frame": mid,
+            "persons": [{"slot": m, "present": bool(present[m]), "values": imp[m].round(6).tolist()}
+                        for m in range(imp.shape[0])],
+        }
+    if "temporal_attention" in maps:
+        att = maps["temporal_attention"][0]
+        tp = max(t_len // att.shape[0], 1)
+        steps = [idx[k * tp:(k + 1) * tp].tolist() for k in range(att.shape[0])]
+        plot_temporal_attention(att, steps, out / "temporal_attention.png")
+        pictures.append("temporal_attention.png")
+        info["temporal_attention"] = {"step_frames": steps, "matrix": att.round(6).tolist()}
+    if "sampling_locations" in maps and "rgb" in inputs:
+        loc = maps["sampling_locations"][0]  # L x G x P x 3
+        frames = denormalize(inputs["rgb"][0])
+        plot_sampling_points(frames, loc, idx.tolist(), out / "sampling_points.png")
+        pictures.append("sampling_points.png")
+        info["sampling_locations"] = {"axes": "block x group x point x (t, y, x), each in [0, 1]",
+                                      "values": loc.round(5).tolist()}
+    (out / "explain.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
