@@ -96,7 +96,7 @@ class TokenSearch3D(nn.Module):
         if self.offset_net is None:
             return ref
         q = rearrange(query_volume, "b (g c) t h w -> (b g) c t h w", g=self.groups)
-        feat = F.adaptive_avg_pool3d(self.dwconv(q), size)  # one feature per reference cell
+        feat = self.dwconv(F.adaptive_avg_pool3d(q, size))  # pooled to one feature per reference cell
         offset = self.offset_net(feat).tanh()  # (b g) x 3 x t h w, bounded
         cell = 2.0 / torch.tensor([max(n, 1) for n in size], device=q.device, dtype=offset.dtype)
         offset = rearrange(offset, "s c t h w -> s (t h w) c") * cell * self.offset_range

@@ -6,9 +6,26 @@ from collections import defaultdict
 
 import torch
 from torch import Tensor, nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from deformact.models.config import ModelConfig
+
+
+def _register_cpu_attention_flops() -> None:
+    """torch's counter knows the CUDA attention kernels only; count the CPU flash kernel the same way."""
+    aten = torch.ops.aten
+    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if fwd is not None and fwd not in flop_counter.flop_registry and fwd.default not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(fwd)(
+            lambda q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_flop_count(q, k, v))
+    if bwd is not None and bwd not in flop_counter.flop_registry and bwd.default not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(bwd)(
+            lambda g, q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_backward_flop_count(g, q, k, v))
+
+
+_register_cpu_attention_flops()
 
 
 def example_inputs(cfg: ModelConfig, batch: int = 1, device: str | torch.device = "cpu") -> dict[str, Tensor]:
