@@ -7,6 +7,7 @@ frames at 224 x 224 on 2 cores).
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -18,29 +19,50 @@ import numpy as np
 from .pyskl import save_pyskl
 
 
-def make_video(path: str | os.PathLike, num_frames: int = 100, width: int = 456, height: int = 256,
-               fps: int = 30, gop: int = 32, seed: int = 0, preset: str = "veryfast") -> Path:
-    """Write an H.264 test video (yuv420p) with moving textured content; frame ``i`` carries its
-    index as the brightness of the 8-pixel bar at the top (value 2 * i % 256) so tests can check
-    which frame was decoded."""
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 30, codec: str = "libx264",
+                gop: int = 32, preset: str = "veryfast", crf: int = 23, pix_fmt: str = "yuv420p") -> Path:
+    """Encode ``frames`` (N x H x W x 3 uint8 RGB, even H and W) to ``path`` with PyAV. ``codec``
+    "png" / "mjpeg" with a path that has no suffix writes a folder of numbered images instead."""
     path = Path(path)
-    rng = np.random.default_rng(seed)
-    tex = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.uint8)
-    tex = np.kron(tex, np.ones((8, 8, 1), np.uint8))
+    frames = np.asarray(frames, dtype=np.uint8)
+    if codec in ("png", "mjpeg") and not path.suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        ext, fmt = (".png", "rgb24") if codec == "png" else (".jpg", "yuvj420p")
+        for i, img in enumerate(frames):
+            with av.open(str(path / f"img_{i + 1:05d}{ext}"), "w", format="image2") as c:
+                s = c.add_stream(codec, rate=1)
+                s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], fmt
+                if codec == "mjpeg":
+                    s.codec_context.qmin = s.codec_context.qmax = 2
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format=fmt)
+                for pkt in (*s.encode(frame), *s.encode()):
+                    c.mux(pkt)
+        return path
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         s.codec_context.gop_size = gop
-        s.options = {"preset": preset, "crf": "23", "threads": "1"}
-        for i in range(num_frames):
-            dy, dx = (i * 2) % 16, (i * 3) % 16
-            img = np.ascontiguousarray(tex[dy:dy + height, dx:dx + width])
-            img[:8] = (2 * i) % 256
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        if codec == "libx264":
+            s.options = {"preset": preset, "crf": str(crf), "threads": "1"}
+        else:  # e.g. mpeg4: fixed fine quantizer
+            s.codec_context.qmin = s.codec_context.qmax = 2
+        for img in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
     return path
+
+
+def make_video(path: str | os.PathLike, num_frames: int = 100, width: int = 456, height: int = 256,
+               fps: int = 30, gop: int = 32, seed: int = 0, preset: str = "veryfast") -> Path:
+    """Write an H.264 test video (yuv420p) with moving textured content."""
+    rng = np.random.default_rng(seed)
+    tex = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3)).astype(np.uint8)
+    tex = np.kron(tex, np.ones((8, 8, 1), np.uint8))
+    frames = np.stack([tex[(i * 2) % 16:(i * 2) % 16 + height, (i * 3) % 16:(i * 3) % 16 + width]
+                       for i in range(num_frames)])
+    return write_video(path, frames, fps, gop=gop, preset=preset)
 
 
 def random_annotations(n: int, num_frames: int = 100, num_persons: int = 2, num_joints: int = 17,
@@ -63,19 +85,21 @@ def random_annotations(n: int, num_frames: int = 100, num_persons: int = 2, num_
     return anns
 
 
-def _time_items(ds, seconds: float, warmup: int = 20) -> float:
+def _time_items(ds, seconds: float, warmup: int = 20) -> tuple[float, float]:
+    """(items per wall second, items per CPU second) of ``ds[i]`` in this process."""
     for i in range(min(warmup, len(ds))):
         ds[i]
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         ds[n % len(ds)]
         n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
 
 
 def pose_throughput(seconds: float = 3.0, frames: int = 16, num_frames: int = 100, train: bool = True,
-                    workdir: str | None = None) -> float:
-    """Pose-only items/s in this process (one core): NTU-like 2-person COCO-17 clips."""
+                    workdir: str | None = None) -> tuple[float, float]:
+    """Pose-only (items per wall second, items per CPU second) in this process (one core):
+    NTU-like 2-person COCO-17 clips of ``num_frames`` frames, ``frames`` sampled, training augmentation."""
     import deformact.data as dd
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -117,21 +141,26 @@ def rgb_throughput(seconds: float = 10.0, workers: int = 2, frames: int = 16, im
         ds = dd.build_dataset(type="pyskl", ann_file=str(ann), split="train", modality="rgb+pose", frames=frames,
                               image_size=image_size, video_root=str(root), train=train)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                             persistent_workers=workers > 0, drop_last=True)
-        n, t0, warm = 0, None, 2
-        while t0 is None or time.perf_counter() - t0 < seconds:
-            for batch in loader:
-                if warm > 0:  # let the workers start
-                    warm -= 1
-                    if warm == 0:
-                        t0 = time.perf_counter()
-                    continue
-                n += batch["rgb"].shape[0]
-                if time.perf_counter() - t0 >= seconds:
-                    break
-        rate = n / (time.perf_counter() - t0)
-        del loader
-        return {"clips_per_s": rate, "workers": workers, "video": f"{w}x{h} H.264, {video_frames} frames, gop {gop}"}
+                                             drop_last=True)
+        ru0, cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+        it, n, warm = iter(loader), 0, 2
+        for _ in range(warm):  # let the workers start
+            next(it)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                continue
+            n += batch["rgb"].shape[0]
+        wall = time.perf_counter() - t0
+        del it  # joins the workers, so their CPU time is counted below
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (time.process_time() - cpu0 + ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime)
+        cpu_per_clip = cpu / (n + warm * batch_size)
+        return {"clips_per_s": n / wall, "cpu_s_per_clip": cpu_per_clip, "workers": workers,
+                "video": f"{w}x{h} H.264, {video_frames} frames, gop {gop}"}
 
 
 def real_video_throughput(path: str | os.PathLike, seconds: float = 5.0, frames: int = 16,
@@ -155,3 +184,21 @@ def real_video_throughput(path: str | os.PathLike, seconds: float = 5.0, frames:
         to_tensor(crop_frames(fr, plan["pbox"], image_size))
         n += 1
     return n / (time.perf_counter() - t0)
+
+
+def loader_throughput(quick: bool = False, workers: int = 2) -> dict[str, Any]:
+    """The data-path figures for ``deformact bench`` / ``scripts/bench_data.py``.
+
+    ``pose_items_per_s_per_core``: pose-only items per CPU second (target >= 2,000);
+    ``rgb_clips_per_s``: 16-frame 224^2 RGB+pose training clips per second through a DataLoader
+    with ``workers`` processes (target >= 20 on 2 cores); ``rgb_clips_per_s_2cores_cpu_bound``:
+    2 / CPU seconds per clip, what two otherwise idle cores sustain.
+    """
+    pose_wall, pose_cpu = pose_throughput(1.0 if quick else 3.0)
+    rgb = rgb_throughput(3.0 if quick else 10.0, workers=workers, num_items=128 if quick else 256)
+    return {
+        "pose_items_per_s_per_core": round(pose_cpu, 1), "pose_items_per_s_wall": round(pose_wall, 1),
+        "rgb_clips_per_s": round(rgb["clips_per_s"], 2), "rgb_workers": workers,
+        "rgb_clips_per_s_2cores_cpu_bound": round(2.0 / rgb["cpu_s_per_clip"], 2),
+        "rgb_video": rgb["video"], "targets": {"pose_items_per_s_per_core": 2000, "rgb_clips_per_s_2cores": 20},
+    }

@@ -308,7 +308,7 @@ class PysklDataset(torch.utils.data.Dataset):
         out[:m, ..., 2] = score
         n_clip, t = self.num_clips, self.frames
         pose = torch.from_numpy(out)
-        present = torch.from_numpy(vis.reshape(m, n_clip, -1).any(-1))  # m x N
+        present = torch.from_numpy(vis.reshape(m, n_clip, t * v).any(-1))  # m x N
         mask = torch.zeros(self.num_persons, n_clip, dtype=torch.bool)
         mask[:m] = present
         if n_clip > 1:

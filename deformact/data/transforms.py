@@ -30,7 +30,7 @@ def sanitize(kp: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def rank_persons(score: np.ndarray, num_persons: int) -> np.ndarray:
     """Indices of up to ``num_persons`` people with the highest total score (M_all x ... scores)."""
-    total = score.reshape(score.shape[0], -1).sum(1)
+    total = score.sum(axis=tuple(range(1, score.ndim)))
     return np.argsort(-total, kind="stable")[:num_persons]
 
 
@@ -135,14 +135,15 @@ def affine_augment(kp: np.ndarray, rng: np.random.Generator, rotate: float = 0.0
 def decode_plan(box: tuple[float, float, float, float], src_wh: tuple[int, int],
                 size: int) -> tuple[tuple[int, int], tuple[int, int, int, int], tuple[float, float, float, float]]:
     """Pick the decode size so that ``box`` covers about ``size`` x ``size`` decoded pixels (swscale
-    resizes while converting; frames are never made larger than max(source, 3 x size)), the box
-    snapped to whole decoded pixels, and that snapped box in normalized coordinates (use it for
-    the pose too, so joints and pixels agree exactly).
+    shrinks while converting, so big frames are never converted at full size; a box smaller than
+    ``size`` source pixels is decoded at source size and upscaled after cropping), the box snapped
+    to whole decoded pixels, and that snapped box in normalized coordinates (use it for the pose
+    too, so joints and pixels agree exactly).
     Returns ((dec_w, dec_h), (px0, py0, px1, py1), snapped_box)."""
     x0, y0, x1, y1 = box
     sw, sh = src_wh
-    dw = max(1, min(max(sw, 3 * size), round(size / (x1 - x0))))
-    dh = max(1, min(max(sh, 3 * size), round(size / (y1 - y0))))
+    dw = max(1, min(sw, round(size / (x1 - x0))))
+    dh = max(1, min(sh, round(size / (y1 - y0))))
     pw = size if dw == round(size / (x1 - x0)) else max(1, round((x1 - x0) * dw))
     ph = size if dh == round(size / (y1 - y0)) else max(1, round((y1 - y0) * dh))
     px0, py0 = round(x0 * dw), round(y0 * dh)
@@ -162,11 +163,11 @@ def crop_frames(frames: np.ndarray, pbox: tuple[int, int, int, int], size: int) 
         sx0, sy0, sx1, sy1 = max(px0, 0), max(py0, 0), min(px1, w), min(py1, h)
         if sx1 > sx0 and sy1 > sy0:
             out[:, sy0 - py0:sy1 - py0, sx0 - px0:sx1 - px0] = frames[:, sy0:sy1, sx0:sx1]
-    if (bh, bw) != (size, size):
-        t = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).float()
+    if (bh, bw) != (size, size):  # uint8 channels-last bilinear: torch's fast SIMD path
+        t = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2)
         t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
                                             antialias=bh > size or bw > size)
-        out = t.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        out = t.permute(0, 2, 3, 1).numpy()
     return out
 
 

@@ -1,0 +1,71 @@
+"""Penn Action: the real labels in ../shared convert to pyskl (1,258 / 1,068) and load for training."""
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+import deformact.data as dd
+from deformact.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def penn_pkl(shared_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("penn") / "penn_action.pkl"
+    assert cli_main(["prepare", "penn-action", str(shared_dir / "datasets" / "penn_action"), "-o", str(out)]) == 0
+    return out
+
+
+def test_conversion_counts_and_labels(penn_pkl, shared_dir):
+    data = dd.load_pyskl(penn_pkl)
+    assert len(data["split"]["train"]) == 1258 and len(data["split"]["test"]) == 1068
+    assert not set(data["split"]["train"]) & set(data["split"]["test"])
+    assert data["class_names"] == sorted(data["class_names"]) and len(data["class_names"]) == 15
+    anns = {a["frame_dir"]: a for a in data["annotations"]}
+    assert len(anns) == 2326
+    assert sorted({a["label"] for a in anns.values()}) == list(range(15))
+    # spot-check clips against the .mat files
+    for clip in ("0001", "1000", "2326"):
+        m = scipy.io.loadmat(shared_dir / "datasets" / "penn_action" / "labels" / f"{clip}.mat")
+        a = anns[clip]
+        assert data["class_names"][a["label"]] == str(m["action"][0])
+        assert (clip in data["split"]["train"]) == (int(m["train"][0, 0]) == 1)
+        assert a["keypoint"].shape == (1, m["x"].shape[0], 13, 2) == (1, a["total_frames"], 13, 2)
+        np.testing.assert_allclose(a["keypoint"][0, ..., 0], m["x"], rtol=1e-6)
+        np.testing.assert_allclose(a["keypoint"][0, ..., 1], m["y"], rtol=1e-6)
+        np.testing.assert_array_equal(a["keypoint_score"][0], m["visibility"])
+        assert tuple(a["img_shape"]) == tuple(int(d) for d in m["dimensions"][0, :2])
+
+
+def test_loads_through_build_dataset(penn_pkl):
+    train = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), train_split="train", modality="pose", frames=16,
+                             num_persons=1, train=True)
+    test = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), test_split="test", modality="pose", frames=16,
+                            num_persons=1, num_clips=3)
+    assert (len(train), len(test), train.num_classes, train.layout) == (1258, 1068, 15, "penn13")
+    assert train.class_names[0] == "baseball_pitch"
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)))
+    assert batch["pose"].shape == (8, 1, 16, 13, 3) and batch["person_mask"].all()
+    assert torch.isfinite(batch["pose"]).all() and batch["label"].max() < 15
+    item = test[5]
+    assert item["pose"].shape == (3, 1, 16, 13, 3) and item["person_mask"].shape == (3, 1)
+    # test-time crop keeps the (visible) person inside the frame
+    vis = item["pose"][..., 2] > 0
+    xy = item["pose"][..., :2][vis]
+    assert ((xy > -0.01) & (xy < 1.01)).all()
+    # person-centred pose-only normalization with rotation/scale/shift augmentation
+    aug = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), split="train", modality="pose", frames=16,
+                           num_persons=1, train=True, pose_norm="person", pose_rotate=10, pose_scale=0.1,
+                           pose_shift=0.05)
+    xy = aug[0]["pose"][..., :2][aug[0]["pose"][..., 2] > 0]
+    assert xy.min() > -0.5 and xy.max() < 1.5 and (xy.amax(0) - xy.amin(0)).max() > 0.7
+
+
+def test_prepare_cli_errors(tmp_path, capsys):
+    assert cli_main(["prepare", "penn-action", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.pkl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("deformact prepare: error:") and "nowhere" in err[0]
+    (tmp_path / "labels").mkdir()
+    scipy.io.savemat(tmp_path / "labels" / "0001.mat", {"x": np.zeros((3, 12)), "y": np.zeros((3, 12))})
+    assert cli_main(["prepare", "penn-action", str(tmp_path), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert "0001.mat" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""The synthetic cross-modal set: deterministic, balanced, and built so that neither modality alone
+suffices (colour is invisible in the pose, the limb's side is invisible in the pixels)."""
+
+import copy
+
+import numpy as np
+import torch
+
+import deformact.data as dd
+from deformact.data import synthetic as syn
+
+
+def _params(n=24, seed=0, **kw):
+    return syn.sample_params(n, np.random.default_rng(seed), **kw)
+
+
+def test_deterministic_by_seed():
+    a = syn.generate(24, seed=3, split="train")
+    b = syn.generate(24, seed=3, split="train")
+    c = syn.generate(24, seed=4, split="train")
+    for k in ("rgb", "pose", "person_mask", "label"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["rgb"], c["rgb"]) and not np.array_equal(a["pose"], c["pose"])
+    test = syn.generate(24, seed=3, split="test")
+    assert not np.array_equal(a["pose"], test["pose"])  # train and test are different draws
+
+
+def test_dataset_items_and_balance():
+    ds = dd.build_dataset(type="synthetic", split="train", train=True, num_train=48, seed=1)
+    assert dd.build_dataset(type="synthetic", split="train", num_train=48, seed=1).data is ds.data  # cached
+    assert len(ds) == 48 and ds.num_classes == 12 and ds.layout == "coco17"
+    assert ds.class_names[0] == "raise_left_arm_red" and len(set(ds.class_names)) == 12
+    assert np.bincount(ds.data["label"], minlength=12).tolist() == [4] * 12
+    item = ds[0]
+    assert item["rgb"].shape == (3, 8, 64, 64) and item["rgb"].dtype == torch.float32
+    assert item["pose"].shape == (2, 8, 17, 3) and item["person_mask"][0]
+    rgb01 = item["rgb"] * dd.RGB_STD[0] + dd.RGB_MEAN[0]
+    assert rgb01.min() >= -1e-6 and rgb01.max() <= 1 + 1e-6
+    xy = item["pose"][..., :2][item["pose"][..., 2] > 0]
+    assert xy.min() > -0.1 and xy.max() < 1.1
+    second = ds.data["person_mask"][:, 0, 1]
+    assert 0.1 < second.mean() < 0.6  # sometimes a second (idle) person
+    test = dd.build_dataset(type="synthetic", split="test", num_test=24, num_clips=2, modality="pose")
+    item = test[0]
+    assert set(item) == {"pose", "person_mask", "label"} and item["pose"].shape == (2, 2, 8, 17, 3)
+    assert not torch.equal(item["pose"][0], item["pose"][1])
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["rgb"].shape == (4, 3, 8, 64, 64) and batch["label"].shape == (4,)
+
+
+def test_colour_is_invisible_in_the_pose():
+    p = _params()
+    q = copy.deepcopy(p)
+    q["colour"] = (p["colour"] + 1) % 3  # another class, same motion and nuisances
+    q["label"] = p["motion"] * 3 + q["colour"]
+    a, b = syn.generate(24, params=p), syn.generate(24, params=q)
+    np.testing.assert_array_equal(a["pose"], b["pose"])  # identical poses
+    assert (a["label"] != b["label"]).all()
+    diff = np.abs(a["rgb"].astype(int) - b["rgb"].astype(int))
+    assert (diff.reshape(24, -1).max(1) > 100).all()  # every clip's pixels change
+
+
+def test_side_is_invisible_in_the_pixels():
+    p = _params()
+    q = copy.deepcopy(p)
+    q["motion"] = p["motion"] ^ 1  # left <-> right limb: another class ...
+    q["label"] = q["motion"] * 3 + p["colour"]
+    q["facing"][:, 0] = 1 - p["facing"][:, 0]  # ... seen from the other side
+    a, b = syn.generate(24, params=p), syn.generate(24, params=q)
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])  # identical pixels, so RGB-only tops out at 1/2
+    assert (a["label"] != b["label"]).all()
+    # the pose names the moving joint: the left wrist/ankle moves for "left" motions
+    motion = p["motion"]
+    for d, m in ((a, motion), (b, q["motion"])):
+        actor = np.where(p["second"] & (p["actor_slot"] == 1), 1, 0)
+        pose = d["pose"][np.arange(24), 0, actor]  # n x T x 17 x 3
+        xy = np.where(pose[..., 2:] > 0, pose[..., :2], np.nan)  # dropped joints (score 0) don't count
+        spread = np.nanstd(xy, 1).sum(-1)  # n x 17 temporal movement per joint
+        moving = np.where(m < 2, np.where(spread[:, 9] > spread[:, 10], 0, 1),
+                          np.where(spread[:, 15] > spread[:, 16], 2, 3))
+        np.testing.assert_array_equal(moving, m)
+
+
+def test_facing_is_uniform_and_independent_of_the_class():
+    # the pixel argument needs P(facing | class) = 1/2 for every class
+    p = _params(n=4800)
+    for c in range(12):
+        f = p["facing"][p["label"] == c, 0]
+        assert abs(f.mean() - 0.5) < 0.08

@@ -1,0 +1,140 @@
+"""RGB reading: real NTU clips decode, the right frames come back from every container, bad videos
+raise a DataError naming the file or are skipped and counted."""
+
+import numpy as np
+import pytest
+import torch
+
+import deformact.data as dd
+from deformact.data import video as dv
+from deformact.data.benchmark import random_annotations, write_video
+
+
+def _index_video(n=40, h=48, w=64):
+    """Frame i is flat grey 5 * i (+ a texture that keeps H.264 honest)."""
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 20, (h, w, 1))
+    return np.stack([np.clip(5 * i + tex, 0, 255).repeat(3, -1) for i in range(n)]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name,codec,gop", [("v.mp4", "libx264", 7), ("v.mp4", "libx264", 250),
+                                             ("v.mkv", "libx264", 5), ("v.avi", "libx264", 5),
+                                             ("v.avi", "mpeg4", 12), ("frames_png", "png", 0),
+                                             ("frames_jpg", "mjpeg", 0)])
+def test_reads_the_requested_frames(tmp_path, name, codec, gop):
+    frames = _index_video()
+    path = write_video(tmp_path / name, frames, codec=codec, gop=max(gop, 1), crf=12)
+    dv._PTS_INDEX.clear()
+    idx = np.array([39, 0, 5, 5, 6, 20, 38, 13])  # any order, repeats
+    out, src = dd.read_frames(path, idx, lambda w, h: (w // 2, h // 2))
+    assert out.shape == (8, 24, 32, 3) and src == (64, 48)
+    got = np.round((out.astype(float).mean((1, 2, 3)) - 9.5) / 5)
+    np.testing.assert_array_equal(got, idx)
+    assert dd.count_frames(path) == 40
+
+
+def test_seeking_equals_sequential_decoding(tmp_path):
+    frames = _index_video(60)
+    path = write_video(tmp_path / "v.mp4", frames, gop=6, preset="medium")  # B-frames, many keyframes
+    dv._PTS_INDEX.clear()
+    idx = np.array([0, 1, 17, 18, 30, 59, 44])
+    seek, _ = dd.read_frames(path, idx)
+    old = dv._SEEKABLE
+    dv._SEEKABLE = ()
+    try:
+        seq, _ = dd.read_frames(path, idx)
+    finally:
+        dv._SEEKABLE = old
+    np.testing.assert_array_equal(seek, seq)
+
+
+@pytest.mark.parametrize("clip,persons", [("S001C001P001R001A001_rgb", 1), ("ntu_sample", 2)])
+def test_real_ntu_videos_decode_into_clips(shared_dir, tmp_path, clip, persons):
+    n = dd.count_frames(shared_dir / "videos" / f"{clip}.avi")
+    assert n == {"S001C001P001R001A001_rgb": 103, "ntu_sample": 72}[clip]
+    ann = random_annotations(1, n, num_persons=persons, img_shape=(1080, 1920), prefix=clip)[0]
+    ann["frame_dir"] = clip
+    dd.save_pyskl({"split": {"val": [clip]}, "annotations": [ann]}, tmp_path / "a.pkl")
+    ds = dd.build_dataset(type="pyskl", ann_file=str(tmp_path / "a.pkl"), split="val",
+                          video_root=str(shared_dir / "videos"), frames=8, image_size=112, num_clips=2, compact=False,
+                          label_map=["a"])
+    item = ds[0]
+    rgb = item["rgb"]
+    assert rgb.shape == (2, 3, 8, 112, 112) and rgb.dtype == torch.float32 and torch.isfinite(rgb).all()
+    assert rgb.std() > 0.3  # a real picture, not a constant
+    assert (rgb[:, :, 0] - rgb[:, :, -1]).abs().mean() > 0.02  # people move between first and last frame
+    assert item["pose"].shape == (2, 2, 8, 17, 3) and item["person_mask"][:, :persons].all()
+    # RGB-only, no keypoints and no total_frames: the frame count comes from the video itself
+    rgb_only = dd.build_dataset(type="pyskl", ann_file=str(_rgb_only_ann(tmp_path, clip)), modality="rgb",
+                                video_root=str(shared_dir / "videos"), frames=4, image_size=64, train=True)
+    item = rgb_only[0]
+    assert set(item) == {"rgb", "label"} and item["rgb"].shape == (3, 4, 64, 64) and item["rgb"].std() > 0.3
+
+
+def _rgb_only_ann(tmp_path, clip):
+    path = tmp_path / "rgb.pkl"
+    dd.save_pyskl({"annotations": [{"frame_dir": clip, "label": 0}]}, path)
+    return path
+
+
+def _dataset(tmp_path, n=3, **kw):
+    root = tmp_path / "videos"
+    root.mkdir(parents=True)
+    anns = random_annotations(n, 40, img_shape=(48, 64), num_classes=3)
+    for a in anns:
+        write_video(root / f"{a['frame_dir']}.mp4", _index_video())
+    dd.save_pyskl({"split": {"all": [a["frame_dir"] for a in anns]}, "annotations": anns}, tmp_path / "a.pkl")
+    return dd.build_dataset(type="pyskl", ann_file=str(tmp_path / "a.pkl"), split="all", video_root=str(root),
+                            frames=4, image_size=32, **kw), root, anns
+
+
+def test_missing_video_names_the_file(tmp_path):
+    ds, root, anns = _dataset(tmp_path)
+    (root / f"{anns[1]['frame_dir']}.mp4").unlink()
+    ds[0]
+    with pytest.raises(dd.DataError, match=f"{anns[1]['frame_dir']}.*not found"):
+        ds[1]
+
+
+@pytest.mark.parametrize("kind", ["mp4", "avi"])
+def test_truncated_video_names_the_file(tmp_path, shared_dir, kind):
+    if kind == "avi":
+        path = tmp_path / "cut.avi"
+        data = (shared_dir / "videos" / "ntu_sample.avi").read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+        idx = [0, 70]
+    else:
+        path = write_video(tmp_path / "full.mp4", _index_video())
+        data = path.read_bytes()
+        path = tmp_path / "cut.mp4"
+        path.write_bytes(data[: len(data) // 2])
+        idx = [0, 39]
+    dv._PTS_INDEX.clear()
+    with pytest.raises(dd.DataError, match="cut." + kind):
+        dd.read_frames(path, idx)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(dd.DataError, match="empty.mp4"):
+        dd.read_frames(empty, [0])
+
+
+def test_video_shorter_than_annotation(tmp_path):
+    path = write_video(tmp_path / "v.mp4", _index_video(40))
+    out, _ = dd.read_frames(path, [38, 39, 40, 41])  # 2 frames past the end: an off-by-one export
+    assert (out[2] == out[1]).all() and (out[3] == out[1]).all()
+    with pytest.raises(dd.DataError, match="v.mp4.*frame 50.*40 frames"):
+        dd.read_frames(path, [0, 50])
+
+
+def test_skip_bad_replaces_and_counts(tmp_path):
+    ds, root, anns = _dataset(tmp_path, n=4, skip_bad=True)
+    (root / f"{anns[1]['frame_dir']}.mp4").write_bytes(b"not a video")
+    with pytest.warns(UserWarning, match=anns[1]["frame_dir"]):
+        items = [ds[i] for i in range(4)]
+    assert ds.num_skipped == 1 and items[1]["label"] == anns[2]["label"]  # replaced by the next clip
+    # counted across DataLoader worker processes too
+    ds2, root2, anns2 = _dataset(tmp_path / "b", n=4, skip_bad=True)
+    (root2 / f"{anns2[0]['frame_dir']}.mp4").unlink()
+    (root2 / f"{anns2[2]['frame_dir']}.mp4").unlink()
+    batches = list(torch.utils.data.DataLoader(ds2, batch_size=2, num_workers=2))  # warns in the workers
+    assert sum(len(b["label"]) for b in batches) == 4 and ds2.num_skipped == 2
