@@ -82,6 +82,14 @@ def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics, which every rank updates from its
+    own batches) to all ranks, so evaluation and checkpoints agree everywhere."""
+    if ctx.distributed:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

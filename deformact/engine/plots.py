@@ -33,7 +33,10 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
     ax_acc.plot(epochs, [h["train_top1"] for h in history], "o-", label="train top-1")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -62,13 +62,19 @@ def seed_everything(seed: int) -> None:
 
 
 def set_determinism(on: bool, device: torch.device) -> None:
-    """Deterministic kernels (needed for exact resume); cuDNN autotuning when off on GPU."""
-    if on and device.type == "cuda":
+    """Deterministic kernels on GPU (exact resume); cuDNN autotuning when off.
+
+    The CPU kernels deformact uses are deterministic for a fixed thread count already, so on CPU
+    nothing is switched (``torch.use_deterministic_algorithms`` also costs seconds of imports).
+    """
+    if device.type != "cuda":
+        return
+    if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # warn_only: ops without a deterministic CUDA kernel (e.g. grid_sample backward) still run
     torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.deterministic = on
-    torch.backends.cudnn.benchmark = not on and device.type == "cuda"
+    torch.backends.cudnn.benchmark = not on
 
 
 def resolve_amp(amp: Any, device: torch.device) -> torch.dtype | None:
@@ -96,8 +102,8 @@ def build_dataset(data_cfg: Mapping[str, Any], split: str, train: bool, num_clip
     import deformact.data as dd
 
     kwargs = dict(data_cfg)
-    split_key = "train_split" if split == "train" else "test_split"
-    kwargs["split"] = kwargs.get(split_key, split)
+    names = {"train": kwargs.pop("train_split", "train"), "test": kwargs.pop("test_split", "test")}
+    kwargs["split"] = names[split]
     kwargs.update(train=train, num_clips=num_clips)
     try:
         return dd.build_dataset(**kwargs)
@@ -281,11 +287,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=float(t["label_smoothing"]))
         self.net: nn.Module = self.model
-        if ctx.distributed:
+        if ctx.distributed:  # same init on every rank (DDP broadcasts rank 0's anyway)
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dev] if dev.type == "cuda" else None)
-            # same init everywhere (DDP also broadcasts it); per-rank streams for dropout & co.
-            seed_everything(self.cfg["seed"] + ctx.rank)
         self.epoch = 0  # completed epochs
         self.step = 0
         self.history: list[dict] = []
@@ -334,11 +338,10 @@ class Trainer:
         rng = ckpt["rng"]
         if len(rng) == self.ctx.world_size:
             set_rng_state(rng[self.ctx.rank], self.generator)
-        else:  # different world size: the run goes on, but not bit-identically
+        else:  # different world size: the run goes on from rank 0's streams, not bit-identically
             self.echo(f"note: {path} was written by {len(rng)} process(es), now {self.ctx.world_size}; "
-                      "random streams are re-seeded")
-            seed_everything(self.cfg["seed"] + 1000 * self.epoch + self.ctx.rank)
-            self.generator.manual_seed(self.cfg["seed"] + self.epoch)
+                      "the resumed run will not repeat the original one exactly")
+            set_rng_state(rng[0], self.generator)
 
     def save(self, path: Path, state: dict) -> None:
         if self.ctx.is_main:
@@ -357,6 +360,11 @@ class Trainer:
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(self.epoch)
         self.net.train()
+        # Seed this process per epoch from the sampler's generator, as DataLoader seeds its workers:
+        # augmentation that follows torch.initial_seed() (the convention, and deformact.data's) then
+        # repeats exactly after a resume with num_workers=0 as well.
+        epoch_seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
+        seed_everything(epoch_seed + ctx.rank)
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg['epochs']}", unit="batch",
                    leave=False, dynamic_ncols=True, disable=not self.bars)
@@ -391,17 +399,20 @@ class Trainer:
             if self.bars:
                 bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        dist.broadcast_buffers(self.ctx, self.model)
+        if self.ema is not None:
+            dist.broadcast_buffers(self.ctx, self.ema.module)
         seen = max(totals[2].item(), 1.0)
         return {"train_loss": totals[0].item() / seen, "train_top1": totals[1].item() / seen}
 
     def diverged(self, value: float) -> None:
         """Stop on a non-finite loss; what is on disk (last.pt, log.jsonl) stays the last good state."""
         lr = self.optimizer.param_groups[0]["lr"]
-        where = (f"{self.out / 'last.pt'} keeps epoch {self.epoch}" if self.epoch
-                 else "no epoch finished, so no checkpoint was written")
+        where = (f"{self.out / 'last.pt'} keeps epoch {self.epoch}, the last good state" if self.epoch
+                 else "no epoch had finished, so there is no checkpoint")
         raise TrainingError(
-            f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}); stopped. "
-            f"{where}. Try a lower train.lr, train.clip_grad=1.0 or train.amp=false")
+            f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}); training "
+            f"stopped; {where}. Try a lower train.lr, train.clip_grad=1.0 or train.amp=false")
 
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -446,13 +457,13 @@ class Trainer:
                     _write_lines(self.out / "log.jsonl", self.history)
                     save_checkpoint(state, last)
                     self.log_epoch(record)
+        finally:  # also after a divergence: curves of the epochs that finished
+            if self.writer is not None:
+                self.writer.close()
             if self.ctx.is_main and self.history:
                 from deformact.engine.plots import plot_curves
 
                 plot_curves(self.history, self.out / "curves.png")
-        finally:
-            if self.writer is not None:
-                self.writer.close()
         dist.barrier(self.ctx)
 
     def test_batch(self) -> int:
