@@ -4,6 +4,7 @@ and augmentation (ARCHITECTURE.md "Tensors": the same frame indices for both mod
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import os
 import warnings
 from collections.abc import Sequence
@@ -28,6 +29,29 @@ def parse_modality(modality: str) -> tuple[bool, bool]:
     if not parts or not parts <= {"rgb", "pose"}:
         raise DataError(f"modality must be 'rgb+pose', 'rgb' or 'pose', got {modality!r}")
     return "rgb" in parts, "pose" in parts
+
+
+class _SkipCounter:
+    """Bad samples seen, summed over processes: one shared slot per DataLoader worker (no lock,
+    works with fork and spawn); a private list after a plain pickle/deepcopy."""
+
+    SLOTS = 64
+
+    def __init__(self) -> None:
+        self.slots = multiprocessing.RawArray("q", self.SLOTS + 1)
+
+    def add(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        self.slots[0 if info is None else 1 + info.id % self.SLOTS] += 1
+
+    @property
+    def value(self) -> int:
+        return int(sum(self.slots))
+
+    def __getstate__(self) -> dict[str, Any]:
+        if multiprocessing.context.get_spawning_popen() is None:
+            return {"slots": list(self.slots)}
+        return {"slots": self.slots}
 
 
 class PysklDataset(torch.utils.data.Dataset):
@@ -82,7 +106,7 @@ class PysklDataset(torch.utils.data.Dataset):
                 raise DataError(f"modality {modality!r} needs video_root (a folder of videos or frame folders)")
             if not self.video_root.is_dir():
                 raise DataError(f"{self.video_root}: video_root is not a folder")
-        self._skipped = multiprocessing.Value("i", 0)
+        self._skipped = _SkipCounter()
         self.bad_files: list[str] = []
         self._rng: np.random.Generator | None = None
         self._rng_seed: int | None = None
@@ -221,8 +245,7 @@ class PysklDataset(torch.utils.data.Dataset):
             try:
                 return self.load((index + k) % len(self))
             except DataError as e:
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
+                self._skipped.add()
                 msg = str(e)
                 if msg not in self.bad_files:
                     self.bad_files.append(msg)

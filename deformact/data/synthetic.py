@@ -32,7 +32,7 @@ import torch
 from .errors import DataError
 from .sampling import segment_indices  # noqa: F401  (same clock as real data: frame i of T at (i + u) / T)
 from .skeletons import COCO17
-from .transforms import to_tensor
+from .transforms import normalize
 
 MOTIONS = ("raise_left_arm", "raise_right_arm", "kick_left_leg", "kick_right_leg")
 PALETTE = (("red", (0.85, 0.13, 0.10)), ("green", (0.12, 0.70, 0.18)), ("blue", (0.18, 0.32, 0.95)),
@@ -165,7 +165,7 @@ def _coverage(seg: np.ndarray, width: np.ndarray, head: np.ndarray, radius: np.n
     """Anti-aliased coverage (F x S x S, [0, 1]) of thick segments (F x G x 2 x 2, pixels) and a disc:
     points along each segment splat onto their 3 x 3 pixel neighbourhood, sums clipped to 1."""
     f, g = seg.shape[:2]
-    k = max(8, int(math.ceil(0.35 * size)))
+    k = max(6, int(math.ceil(0.2 * size)))  # about one point per pixel of the longest limb
     lin = np.linspace(0, 1, k, dtype=np.float32)[None, None, :]
     seg = seg.astype(np.float32)
     ptx = (seg[:, :, 0, 0, None] + (seg[:, :, 1, 0, None] - seg[:, :, 0, 0, None]) * lin).reshape(f, -1, 1)
@@ -191,7 +191,7 @@ def _coverage(seg: np.ndarray, width: np.ndarray, head: np.ndarray, radius: np.n
 
 
 def render(p: dict[str, np.ndarray], size: int = 64, chunk: int = 1024) -> np.ndarray:
-    """RGB frames (n x F x S x S x 3 uint8) drawn from the image-side geometry only (no joint names)."""
+    """RGB frames (n x 3 x F x S x S uint8) drawn from the image-side geometry only (no joint names)."""
     n, f = p["times"].shape
     bg = torch.from_numpy((p["bg_lum"][:, None] * 0.10 + p["bg_chroma"] * 0.035).astype(np.float32))
     bg = torch.nn.functional.interpolate(bg, size=(size, size), mode="bilinear", align_corners=False)
@@ -207,21 +207,28 @@ def render(p: dict[str, np.ndarray], size: int = 64, chunk: int = 1024) -> np.nd
                else np.repeat(p["grey"][:, None], 3, 1)).astype(np.float32)
         people.append((seg, np.maximum(1.0, 0.045 * hgt), g["head"] * size, _HEAD_R * hgt, col))
     bank = 0.035 * np.random.default_rng(size).standard_normal((_BANK, size, size, 3), dtype=np.float32)
-    out = np.empty((n, f, size, size, 3), dtype=np.uint8)
+    out = np.empty((n, 3, f, size, size), dtype=np.uint8)
     per = max(1, min(chunk // f, (1 << 24) // (f * size * size)))
     for s0 in range(0, n, per):
-        sl = slice(s0, min(n, s0 + per))
-        m = sl.stop - sl.start
-        img = np.repeat(bg[sl, None], f, 1)  # m x F x S x S x 3
+        idx = np.arange(s0, min(n, s0 + per))
+        noise = bank[p["noise_idx"][idx]]  # m x F x S x S x 3 per-frame sensor noise
+        img = bg[idx, None] + noise
         for person in (1, 0):  # idle person first, the actor on top
+            sub = idx[p["second"][idx]] if person == 1 else idx
+            if not len(sub):
+                continue
             seg, wid, head, rad, col = people[person]
-            cov = _coverage(seg[sl].reshape(m * f, -1, 2, 2), np.repeat(wid[sl], f), head[sl].reshape(-1, 2),
-                            np.repeat(rad[sl], f), size).reshape(m, f, size, size, 1)
-            if person == 1:
-                cov = cov * p["second"][sl, None, None, None, None]
-            img += cov * (col[sl, None, None, None] - img)
-        img += bank[p["noise_idx"][sl]]  # per-frame sensor noise
-        out[sl] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+            cov = _coverage(seg[sub].reshape(len(sub) * f, -1, 2, 2), np.repeat(wid[sub], f),
+                            head[sub].reshape(-1, 2), np.repeat(rad[sub], f), size)
+            fi, y, x = np.nonzero(cov)  # the figure covers few pixels: composite only those
+            c = cov[fi, y, x][:, None]
+            si, ti = np.searchsorted(idx, sub)[fi // f], fi % f
+            pix = img[si, ti, y, x]
+            img[si, ti, y, x] = pix + c * (col[sub][fi // f] - pix + noise[si, ti, y, x])
+        np.multiply(img, 255, out=img)
+        np.add(img, 0.5, out=img)
+        np.clip(img, 0, 255, out=img)
+        out[idx] = img.astype(np.uint8).transpose(0, 4, 1, 2, 3)
     return out
 
 
@@ -229,7 +236,7 @@ def render(p: dict[str, np.ndarray], size: int = 64, chunk: int = 1024) -> np.nd
 def generate(n: int, seed: int = 0, split: str = "train", frames: int = 8, image_size: int = 64,
              num_classes: int = 12, num_persons: int = 2, num_clips: int = 1, rgb: bool = True,
              params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Arrays of a synthetic split: rgb (n x clips x T x S x S x 3 uint8 or None), pose
+    """Arrays of a synthetic split: rgb (n x clips x 3 x T x S x S uint8 or None), pose
     (n x clips x M x T x 17 x 3 float32), person_mask (n x clips x M), label (n), params."""
     train = split == "train"
     if params is None:
@@ -251,7 +258,8 @@ def generate(n: int, seed: int = 0, split: str = "train", frames: int = 8, image
     out = {"pose": np.ascontiguousarray(pose), "person_mask": np.repeat(mask[:, None], clips, 1),
            "label": params["label"].astype(np.int64), "params": params, "rgb": None}
     if rgb:
-        out["rgb"] = render(params, image_size).reshape(n, clips, frames, image_size, image_size, 3)
+        img = render(params, image_size).reshape(n, 3, clips, frames, image_size, image_size)
+        out["rgb"] = np.ascontiguousarray(img.transpose(0, 2, 1, 3, 4, 5))
     return out
 
 
@@ -296,8 +304,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
         d, item = self.data, {}
         single = self.num_clips == 1
         if self.use_rgb:
-            rgb = d["rgb"][index]  # clips x T x S x S x 3
-            item["rgb"] = to_tensor(rgb[0]) if single else torch.stack([to_tensor(c) for c in rgb])
+            rgb = normalize(d["rgb"][index])  # clips x 3 x T x S x S
+            item["rgb"] = rgb[0] if single else rgb
         if self.use_pose:
             pose = torch.from_numpy(d["pose"][index])
             mask = torch.from_numpy(d["person_mask"][index])

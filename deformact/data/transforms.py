@@ -183,3 +183,15 @@ def to_tensor(frames: np.ndarray, flip: bool = False) -> torch.Tensor:
     out = torch.empty(t.shape, dtype=torch.float32)
     out.copy_(t)  # converts and transposes in one pass
     return out.mul_(_SCALE).sub_(_SHIFT)
+
+
+_NP_SCALE = _SCALE.numpy()
+_NP_SHIFT = _SHIFT.numpy()
+
+
+def normalize(a: np.ndarray) -> torch.Tensor:
+    """uint8 ... x 3 x T x H x W (channels at dim -4) -> normalized float32 tensor of the same shape.
+    numpy on purpose: small items should not pay for torch's intra-op threads."""
+    out = np.multiply(a, _NP_SCALE, dtype=np.float32)
+    out -= _NP_SHIFT
+    return torch.from_numpy(out)
