@@ -131,8 +131,43 @@ def bench_attention(mode: str, token_frames: int, device: torch.device, dim: int
     return {"mode": mode, "token_frames": token_frames, "tokens": z.shape[1], **r}
 
 
+def bench_bf16_inference(preset: str, device: torch.device, batch: int = 2, repeats: int = 3) -> dict:
+    """bf16 autocast inference vs fp32: speed-up and the largest change of a class probability."""
+    torch.manual_seed(0)
+    model = build_model(preset, num_classes=60).to(device).eval()
+    x = example_inputs(model.config, batch, device)
+
+    def fwd(dtype: torch.dtype | None) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return model(**x).float()
+
+    diff = (fwd(None).softmax(-1) - fwd(torch.bfloat16).softmax(-1)).abs().max().item()
+    fp32 = timeit(lambda: fwd(None), device, repeats)["seconds"] / batch
+    bf16 = timeit(lambda: fwd(torch.bfloat16), device, repeats)["seconds"] / batch
+    return {"fp32_s_per_clip": fp32, "bf16_s_per_clip": bf16, "speedup": fp32 / bf16, "max_prob_diff": diff}
+
+
+def bench_compile(preset: str, device: torch.device, batch: int = 2, repeats: int = 3) -> dict:
+    """torch.compile vs eager for a training step (compile time reported separately)."""
+    torch.manual_seed(0)
+    model = build_model(preset, num_classes=60).to(device)
+    compiled = torch.compile(model)
+    x = example_inputs(model.config, batch, device)
+
+    def step(m: torch.nn.Module) -> None:
+        m(**x).logsumexp(-1).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    step(compiled)
+    compile_s = time.perf_counter() - t0
+    eager = timeit(lambda: step(model), device, repeats)["seconds"]
+    comp = timeit(lambda: step(compiled), device, repeats)["seconds"]
+    return {"eager_step_s": eager, "compiled_step_s": comp, "speedup": eager / comp, "compile_s": compile_s}
+
+
 def run_all(preset: str = "paper", device: str | None = None, quick: bool = False,
-            log: Callable[[str], None] = print) -> dict:
+            log: Callable[[str], None] = print, compile: bool = False) -> dict:
     """Everything `deformact bench` reports, as one JSON-able dict."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     reps = 2 if quick else 3
@@ -188,6 +223,12 @@ def run_all(preset: str = "paper", device: str | None = None, quick: bool = Fals
         out["time_vs_persons"].append({"persons": m, "pose_fwd_bwd_s": r["fwd_bwd_s_per_clip"],
                                        "flops": r["flops_fwd_bwd_per_clip"]})
         log(f"pose stream M={m}: fwd+bwd {r['fwd_bwd_s_per_clip'] * 1e3:.1f} ms")
+
+    out["bf16_inference"] = bench_bf16_inference(preset, dev, repeats=reps)
+    log(f"bf16 inference: {out['bf16_inference']}")
+    if compile:
+        out["compile"] = bench_compile(preset, dev, repeats=reps)
+        log(f"torch.compile: {out['compile']}")
 
     try:
         from deformact.data.benchmark import loader_throughput
