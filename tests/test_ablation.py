@@ -1,0 +1,107 @@
+"""`deformact ablate`: every row trains and tests end to end on a tiny synthetic setting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from deformact.ablation import ROW_NAMES, ROWS, format_table, mean_std, row_config, run_ablation, select_rows
+from deformact.commands import ablate
+from deformact.engine import ConfigError, load_config
+from deformact.engine.trainer import build_dataset, build_model_for
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
+TINY = ["epochs=1", "data.num_train=24", "data.num_test=12", "train.batch_size=12", "train.eval_every=0",
+        "model.dim=32", "model.heads=2", "model.depth=2", "train.warmup_epochs=0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_config(CONFIG, TINY)
+
+
+def test_rows_switch_exactly_the_documented_flag(base):
+    full = row_config(base, ROWS[0], 0)
+    train = build_dataset(full["data"], "train", train=True)
+    ref = build_model_for(full["model"], train).config
+    for row in ROWS[1:]:
+        cfg = row_config(base, row, 0)
+        assert cfg["seed"] == 0
+        model = build_model_for(cfg["model"], build_dataset(cfg["data"], "train", train=True)).config
+        changed = {k for k, v in vars(model).items() if vars(ref)[k] != v}
+        expected = {"modality"} if row.name.endswith("_only") else {row.overrides[0].split("=")[0].split(".")[1]}
+        assert changed == expected, row.name
+    assert row_config(base, ROWS[0], 7)["seed"] == 7
+
+
+def test_select_rows_and_mean_std():
+    assert [r.name for r in select_rows(None)] == list(ROW_NAMES)
+    assert [r.name for r in select_rows(["pose_only", "full"])] == ["full", "pose_only"]  # table order
+    with pytest.raises(ConfigError, match="unknown ablation row"):
+        select_rows(["nope"])
+    m, s = mean_std([0.5, 0.7, 0.9])
+    assert m == pytest.approx(0.7) and s == pytest.approx(0.2)
+    assert mean_std([0.3]) == (0.3, 0.0)
+
+
+def test_ablate_command_trains_rows_and_writes_both_files(tmp_path, capsys):
+    # every row's model is checked above; three rows train here to keep the test short
+    out = tmp_path / "abl"
+    names = ["full", "rgb_only", "full_attn"]
+    args = argparse.Namespace(config=CONFIG, out=str(out), seeds=[0], rows=names, overrides=TINY)
+    assert ablate.main(args) == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in summary["rows"]] == names and summary["seeds"] == [0]
+    rows = {r["name"]: r for r in summary["rows"]}
+    for r in rows.values():
+        assert r["params"] > 0 and r["gflops"] > 0 and r["step_ms"] > 0 and len(r["seeds"]) == 1
+        for key in ("top1", "mean_class_acc"):
+            assert 0.0 <= r[key]["mean"] <= 1.0 and r[key]["std"] == 0.0
+            assert r[key]["mean"] == r["seeds"][0][key]
+        run = out / "runs" / r["name"] / "seed0"
+        assert json.loads((run / "metrics.json").read_text())["top1"] == r["top1"]["mean"]
+    # the single modalities drop a whole stream; full attention reads every RGB token
+    assert rows["rgb_only"]["params"] < rows["full"]["params"]
+    assert rows["full_attn"]["gflops"] > rows["full"]["gflops"]
+    table = (out / "ablation.md").read_text()
+    assert table == format_table(summary) and all(f"| {n} |" in table for n in names)
+    assert table in capsys.readouterr().out
+
+
+def test_finished_runs_are_reused_and_seeds_give_mean_and_std(tmp_path):
+    base = load_config(CONFIG, TINY)
+    logs: list[str] = []
+    first = run_ablation(base, tmp_path, seeds=[0, 1], rows=["pose_only"], echo=logs.append)
+    row = first["rows"][0]
+    per = [s["top1"] for s in row["seeds"]]
+    assert [s["seed"] for s in row["seeds"]] == [0, 1]
+    assert row["top1"]["mean"] == pytest.approx(sum(per) / 2)
+    assert row["top1"]["std"] == pytest.approx(abs(per[0] - per[1]) / math.sqrt(2))
+    logs.clear()
+    again = run_ablation(base, tmp_path, seeds=[0, 1], rows=["pose_only"], echo=logs.append)
+    assert sum("reusing" in m for m in logs) == 2
+    assert again["rows"][0]["top1"] == row["top1"]
+    full = row_config(base, ROWS[0], 0)
+    model = build_model_for(full["model"], build_dataset(full["data"], "train", train=True))
+    assert again["rows"][0]["params"] < sum(p.numel() for p in model.parameters())  # no RGB stream
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    args = argparse.Namespace(config=str(tmp_path / "missing.yaml"), out=str(tmp_path), seeds=[0], rows=None,
+                              overrides=[])
+    assert ablate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deformact ablate: error:") and "\n" not in err
