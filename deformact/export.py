@@ -8,6 +8,7 @@ modality uses) with a dynamic batch axis, and returns ``logits``. Needs the ``ex
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -59,10 +60,14 @@ def export_friendly() -> Iterator[None]:
     """Swap ops ONNX cannot express for exact equivalents while exporting."""
     saved = F.adaptive_avg_pool3d
     F.adaptive_avg_pool3d = _adaptive_avg_pool3d_static
+    log = logging.getLogger("torch.onnx")  # "torchvision is not installed. Skipping ..." (we never use it)
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         yield
     finally:
         F.adaptive_avg_pool3d = saved
+        log.setLevel(level)
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, dynamic_batch: bool = True,
