@@ -20,19 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poses", help="pyskl pickle with this video's poses (default: extract with mediapipe)")
     parser.add_argument("--labels", help="label map replacing the checkpoint's class names")
     parser.add_argument("--estimator", default="mediapipe", help="pose estimator when --poses is not given")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     from deformact.data import load_pyskl
     from deformact.viz.explain import explain
-    from deformact.viz.inference import load_model, predict_video, user_errors
+    from deformact.viz.inference import load_model, one_line_warnings, predict_video, user_errors
 
     try:
-        model = load_model(args.ckpt, args.labels)
+        model = load_model(args.ckpt, args.labels, args.device)
         poses = load_pyskl(args.poses) if args.poses else None
-        pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True, num_clips=1,
-                             progress=not args.no_progress)
+        with one_line_warnings(PROG):
+            pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True,
+                                 num_clips=1, progress=not args.no_progress)
         info = explain(pred, args.out, checkpoint=str(args.ckpt))
     except (*user_errors(), ImportError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write an annotated video (mp4) with skeletons and the prediction")
     parser.add_argument("--num-clips", type=int, help="test clips to average (default: the checkpoint's)")
     parser.add_argument("--estimator", default="mediapipe", help="pose estimator when --poses is not given")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -59,15 +60,16 @@ def write_annotated(prediction, path: str | Path, max_side: int = 640) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from deformact.data import load_pyskl
-    from deformact.viz.inference import load_model, predict_video, user_errors
+    from deformact.viz.inference import load_model, one_line_warnings, predict_video, user_errors
 
     errors = user_errors()
     t0 = time.perf_counter()
     try:
-        model = load_model(args.ckpt, args.labels)
+        model = load_model(args.ckpt, args.labels, args.device)
         poses = load_pyskl(args.poses) if args.poses else None
-        pred = predict_video(model, args.video, poses, estimator=args.estimator, num_clips=args.num_clips,
-                             progress=not args.no_progress)
+        with one_line_warnings(PROG):
+            pred = predict_video(model, args.video, poses, estimator=args.estimator, num_clips=args.num_clips,
+                                 progress=not args.no_progress)
         total = time.perf_counter() - t0
         if args.out:
             n = write_annotated(pred, args.out)
@@ -86,9 +88,9 @@ def main(args: argparse.Namespace) -> int:
               f"({pred.clip_probs.shape[0]} clip(s) of {pred.frame_indices.shape[-1]} frames)")
         for k, t in enumerate(top5, 1):
             print(f"  {k}. {t['label']:<{width}}  {t['score']:.4f}")
-        tm = pred.timings
+        tm, n = pred.timings, pred.clip_probs.shape[0]
         print(f"time: {total:.2f} s (poses {tm['poses']:.2f} s, clips {tm['clips']:.2f} s, "
-              f"model {tm['model_per_clip'] * 1000:.0f} ms per clip)")
+              f"model {tm['model']:.2f} s for {n} clip(s) = {tm['model_per_clip'] * 1000:.0f} ms per clip)")
     if args.out:
         print(f"wrote {args.out} ({n} frames)", file=sys.stderr if args.json else sys.stdout)
     return 0

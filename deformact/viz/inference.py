@@ -7,9 +7,13 @@ and normalization), from a one-video pyskl file written to a temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import torch
 from torch import nn
 
 from deformact.pose import VideoError, build_estimator, probe
-from deformact.pose.extract import extract_video
+from deformact.pose.extract import NoPersonWarning, extract_video
 
 # data keys of the checkpoint's config that shape test-time clips (the rest name files or train aug)
 _CLIP_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "layout", "compact",
@@ -64,11 +68,14 @@ def clip_settings(model: nn.Module) -> dict[str, Any]:
 
 
 def select_annotation(poses: dict | list, video: Path) -> dict:
-    """The annotation of ``video`` in a loaded pyskl file (by frame_dir = file name or stem)."""
+    """The annotation of ``video`` in a loaded pyskl file: frame_dir = the file name, its stem, or
+    the stem without NTU's ``_rgb`` suffix (pyskl's NTU files name S001C001P001R001A001, the video
+    S001C001P001R001A001_rgb.avi); a file with a single annotation is taken as is."""
     anns = poses.get("annotations") if isinstance(poses, dict) else poses
     if not isinstance(anns, (list, tuple)) or not anns:
         raise PredictError("the pose file has no annotations")
-    for key in (video.name, video.stem):
+    stem = video.stem
+    for key in (video.name, stem, stem[:-4] if stem.endswith("_rgb") else stem):
         hits = [a for a in anns if isinstance(a, dict) and str(a.get("frame_dir")) == key]
         if hits:
             return dict(hits[0])
@@ -141,7 +148,10 @@ def predict_video(model: nn.Module, video: str | Path, poses: dict | None = None
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     out = model(**{k: v.to(device) for k, v in inputs.items()}, return_maps=return_maps)
-    timings["model_per_clip"] = (time.perf_counter() - t0) / n
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings["model"] = time.perf_counter() - t0
+    timings["model_per_clip"] = timings["model"] / n
     logits, maps = out if return_maps else (out, {})
     clip_probs = logits.float().softmax(-1).cpu().numpy()
     return VideoPrediction(
@@ -150,11 +160,22 @@ def predict_video(model: nn.Module, video: str | Path, poses: dict | None = None
         maps={k: v.float().cpu().numpy() for k, v in maps.items()}, timings=timings)
 
 
-def load_model(ckpt: str | os.PathLike, labels: str | os.PathLike | None = None) -> nn.Module:
-    """``deformact.load_checkpoint`` plus an optional label map replacing the stored class names."""
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" = the first GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PredictError(f"--device {device}: no CUDA GPU is available (use cpu or auto)")
+    return dev
+
+
+def load_model(ckpt: str | os.PathLike, labels: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
+    """``deformact.load_checkpoint`` on ``device``, with an optional label map replacing the stored
+    class names."""
     from deformact.engine.checkpoint import load_checkpoint
 
-    model = load_checkpoint(ckpt, map_location="cpu")
+    model = load_checkpoint(ckpt, map_location=resolve_device(device))
     if labels is not None:
         from deformact.data import load_label_map
 
@@ -164,6 +185,19 @@ def load_model(ckpt: str | os.PathLike, labels: str | os.PathLike | None = None)
                                f"{len(model.class_names)} classes")
         model.class_names = names
     return model
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Print "nobody in this video" warnings as one ``<prog>: warning: ...`` line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoPersonWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, NoPersonWarning):
+            print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
