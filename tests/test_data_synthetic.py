@@ -87,3 +87,48 @@ def test_facing_is_uniform_and_independent_of_the_class():
     for c in range(12):
         f = p["facing"][p["label"] == c, 0]
         assert abs(f.mean() - 0.5) < 0.08
+
+
+def _features(d):
+    """Pose: how much each joint moves (max over people). RGB: colour of the saturated pixels and
+    the temporal variation per image row (where in height things move)."""
+    pose = d["pose"][:, 0]  # n x M x T x V x 3
+    vis = pose[..., 2:] > 0
+    cnt = np.maximum(vis.sum(2), 1)
+    mean = (pose[..., :2] * vis).sum(2) / cnt
+    std = np.sqrt((((pose[..., :2] - mean[:, :, None]) ** 2) * vis).sum(2) / cnt).max(1).reshape(len(pose), -1)
+    rgb = d["rgb"][:, 0].astype(np.float32) / 255  # n x 3 x T x S x S
+    sat = (rgb.max(1) - rgb.min(1) > 0.3)[:, None]
+    colour = (rgb * sat).sum((2, 3, 4)) / np.maximum(sat.sum((2, 3, 4)), 1)
+    rows = rgb.std(2).mean((1, 3))
+    return std, np.concatenate([colour, rows], 1)
+
+
+def _softmax_probe(xtr, ytr, xte, yte, lam=1e-3):
+    from scipy.optimize import minimize
+
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    a, b = ((np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], 1)) for x in (xtr, xte))
+    y, d = np.eye(12)[ytr], a.shape[1]
+
+    def loss(w):  # einsum, not BLAS: tiny matrices, and no thread pool fighting a busy machine
+        w = w.reshape(d, 12)
+        z = np.einsum("nd,dk->nk", a, w)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = np.einsum("nd,nk->dk", a, p - y) / len(a)
+        g[:-1] += 2 * lam * w[:-1]
+        return -(y * np.log(p + 1e-12)).sum() / len(a) + lam * (w[:-1] ** 2).sum(), g.ravel()
+
+    w = minimize(loss, np.zeros(d * 12), jac=True, method="L-BFGS-B", options={"maxiter": 300}).x
+    return float((np.einsum("nd,dk->nk", b, w.reshape(d, 12)).argmax(1) == yte).mean())
+
+
+def test_linear_probes_need_both_modalities():
+    # Bayes ceilings 1/3 (pose) and 1/2 (RGB); learned probes land there, and near 1 with both
+    tr, te = syn.generate(240, seed=0, split="train"), syn.generate(180, seed=0, split="test")
+    (ptr, rtr), (pte, rte) = _features(tr), _features(te)
+    pose = _softmax_probe(ptr, tr["label"], pte, te["label"])
+    rgb = _softmax_probe(rtr, tr["label"], rte, te["label"])
+    both = _softmax_probe(np.concatenate([ptr, rtr], 1), tr["label"], np.concatenate([pte, rte], 1), te["label"])
+    assert pose < 0.45 and rgb < 0.62 and both > 0.9, (pose, rgb, both)

@@ -5,8 +5,21 @@
                           frames=16, video_root="videos/", image_size=224, train=False)
     item = ds[0]  # {"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}
 
-``build_dataset`` takes a config's ``data:`` section (see :data:`PYSKL_KEYS`, :data:`SYNTHETIC_KEYS`).
-Submodules load lazily, so ``deformact prepare`` starts without importing torch.
+``build_dataset`` takes a config's ``data:`` section plus ``split``/``train``. Keys (defaults):
+
+* both types: ``modality`` ("rgb+pose" | "rgb" | "pose"), ``frames`` (16; synthetic 8), ``image_size``
+  (224; synthetic 64), ``num_clips`` (1; test only, training samples one clip), ``num_persons`` (2),
+  ``train_split`` / ``test_split`` (used when ``split`` is None).
+* pyskl: ``ann_file``, ``video_root`` (``<root>/<frame_dir>.mp4|avi|mkv|...`` or a folder of frames),
+  ``label_map`` (text file or list), ``num_classes``, ``layout`` (coco17 | ntu25 | penn13, inferred
+  from V), ``skip_bad`` (False), ``compact`` (True: crop around the people, pyskl's PoseCompact),
+  ``compact_padding`` (0.25), ``crop_scale`` ([0.56, 1]), ``crop_ratio`` ([3/4, 4/3]), ``flip``
+  (0.5), ``pose_norm`` ("frame" | "person", pose-only), ``pose_rotate`` (degrees), ``pose_scale``,
+  ``pose_shift`` (pose-only training augmentation, 0 = off), ``decode_threads`` (1).
+* synthetic: ``seed`` (0), ``num_classes`` (12 = 4 motions x 3 colours), ``num_train`` (1000),
+  ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings.
+
+Unknown keys raise :class:`DataError`. Submodules load lazily.
 """
 
 from __future__ import annotations
