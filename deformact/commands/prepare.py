@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,4 +30,7 @@ def main(args: argparse.Namespace) -> int:
     counts = " / ".join(f"{len(v):,} {k}" for k, v in data["split"].items())
     print(f"wrote {args.out}: {counts} clips, {len(data['class_names'])} classes "
           f"({time.perf_counter() - t0:.1f} s)")
+    frames = Path(args.root) / "frames"
+    if frames.is_dir():
+        print(f"RGB frames found: use data.video_root={frames}")
     return 0

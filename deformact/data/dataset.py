@@ -279,8 +279,8 @@ class PysklDataset(torch.utils.data.Dataset):
 
         kp = score = None
         if "keypoint" in ann:
-            sel = ann["rank"]
-            kp, score = tf.sanitize(ann["keypoint"][sel][:, inds], ann["keypoint_score"][sel][:, inds])
+            sel = np.ix_(ann["rank"], inds)  # the top people at the sampled frames, one gather
+            kp, score = tf.sanitize(ann["keypoint"][sel], ann["keypoint_score"][sel])
             kp = kp / np.asarray(ann["img_wh"], dtype=np.float32)  # normalized frame coordinates
 
         box_state: dict[str, Any] = {}
