@@ -69,3 +69,27 @@ def test_prepare_cli_errors(tmp_path, capsys):
     scipy.io.savemat(tmp_path / "labels" / "0001.mat", {"x": np.zeros((3, 12)), "y": np.zeros((3, 12))})
     assert cli_main(["prepare", "penn-action", str(tmp_path), "-o", str(tmp_path / "x.pkl")]) == 2
     assert "0001.mat" in capsys.readouterr().err
+
+
+def test_penn_layout_with_rgb_frames(tmp_path):
+    """A release with frames/NNNN/*.jpg: convert, then load RGB + pose through the frame folders."""
+    from deformact.data.benchmark import write_video
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "labels").mkdir()
+    for i, (action, train) in enumerate([("bowl", 1), ("squat", -1), ("pushup", 1)], start=1):
+        t = 12 + i
+        x, y = rng.uniform(10, 54, (t, 13)), rng.uniform(8, 40, (t, 13))
+        scipy.io.savemat(tmp_path / "labels" / f"{i:04d}.mat",
+                         {"x": x, "y": y, "visibility": np.ones((t, 13), np.uint8), "action": action,
+                          "pose": "front", "train": np.array([[train]]), "dimensions": np.array([[48, 64, t]]),
+                          "nframes": np.array([[t]]), "bbox": np.zeros((t, 4))})
+        write_video(tmp_path / "frames" / f"{i:04d}", rng.integers(0, 255, (t, 48, 64, 3), dtype=np.uint8),
+                    codec="mjpeg")
+    data = dd.convert_penn_action(tmp_path, tmp_path / "p.pkl")
+    assert data["split"] == {"train": ["0001", "0003"], "test": ["0002"]}
+    ds = dd.build_dataset(type="pyskl", ann_file=str(tmp_path / "p.pkl"), split="train", train=True,
+                          video_root=str(tmp_path / "frames"), frames=4, image_size=32, num_persons=1)
+    item = ds[1]
+    assert item["rgb"].shape == (3, 4, 32, 32) and item["pose"].shape == (1, 4, 13, 3)
+    assert item["label"] == dd.PENN_ACTIONS.index("pushup") and ds.layout == "penn13"
