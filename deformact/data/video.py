@@ -125,7 +125,7 @@ def _pts_index(container: av.container.InputContainer, stream: av.VideoStream, k
     if key not in _PTS_INDEX:
         pts, kf = [], []
         for p in container.demux(stream):
-            if p.pts is None or not p.size:
+            if p.pts is None or not p.size or p.is_discard:  # discard: cut by an edit list, never shown
                 continue
             pts.append(p.pts)
             if p.is_keyframe:
