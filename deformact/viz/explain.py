@@ -20,7 +20,7 @@ import torch
 
 from deformact.data import RGB_MEAN, RGB_STD
 
-from .draw import draw_skeleton
+from .draw import PERSON_COLORS, draw_skeleton
 
 BLOCK_COLORS = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000")
 GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -43,6 +43,24 @@ def denormalize(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
     std = torch.tensor(RGB_STD).view(3, 1, 1, 1)
     x = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
     return x.permute(1, 2, 3, 0).numpy()
+
+
+def crop_to_people(frame: np.ndarray, persons: np.ndarray, present: np.ndarray, pad: float = 0.25,
+                   min_frac: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Crop ``frame`` to the present people (padded, at least ``min_frac`` of each side) and shift
+    their joints (M x V x 3 pixels) into the crop."""
+    vis = (persons[..., 2] > 0.05) & present[:, None]
+    if not vis.any():
+        return frame, persons
+    h, w = frame.shape[:2]
+    pts = persons[..., :2][vis]
+    lo, hi = pts.min(0), pts.max(0)
+    size = np.maximum((hi - lo) * (1 + 2 * pad), [min_frac * w, min_frac * h])
+    start = np.clip((lo + hi) / 2 - size / 2, 0, np.maximum([w, h] - size, 0)).astype(int)
+    end = np.minimum(start + size.astype(int), [w, h])
+    out = persons.copy()
+    out[..., :2] -= start
+    return frame[start[1]:end[1], start[0]:end[0]], out
 
 
 def plot_joint_importance(frame: np.ndarray, persons: np.ndarray, importance: np.ndarray,
@@ -79,12 +97,14 @@ def plot_joint_importance(frame: np.ndarray, persons: np.ndarray, importance: np
     y = np.arange(len(joint_names))
     h = 0.8 / max(int(present.sum()), 1)
     for k, m in enumerate(np.flatnonzero(present)):
-        ax_bar.barh(y + k * h - 0.4 + h / 2, imp[m], height=h, label=f"person {m}")
+        ax_bar.barh(y + k * h - 0.4 + h / 2, imp[m], height=h, label=f"person {m}",
+                    color=np.asarray(PERSON_COLORS[m % len(PERSON_COLORS)]) / 255)
     ax_bar.set_yticks(y, joint_names, fontsize=8)
     ax_bar.invert_yaxis()
     ax_bar.set_xlabel("attention (mean over heads, groups, time, blocks)")
     if present.sum() > 1:
-        ax_bar.legend(fontsize=8)
+        ax_bar.set_xlim(0, max(hi, 1e-6) * 1.3)  # room for the legend right of the bars
+        ax_bar.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
@@ -192,7 +212,7 @@ def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_
         v = imp.shape[-1]
         skel = get_skeleton(None, v)
         mid = int(idx[t_len // 2])
-        frame = next(f for i, f in enumerate(iter_frames(p.video, max_side)) if i == mid)
+        frame = next(f for i, f in enumerate(iter_frames(p.video, 2 * max_side)) if i == mid)
         kp = np.asarray(p.annotation["keypoint"], np.float32)
         sc = np.asarray(p.annotation["keypoint_score"], np.float32)
         h0, w0 = (int(s) for s in p.annotation["img_shape"][:2])
@@ -201,6 +221,7 @@ def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_
         for m, src in enumerate(p.person_order[: imp.shape[0]]):
             persons[m, :, :2] = kp[src, min(mid, kp.shape[1] - 1)] * scale
             persons[m, :, 2] = sc[src, min(mid, sc.shape[1] - 1)]
+        frame, persons = crop_to_people(frame, persons, present)
         plot_joint_importance(frame, persons, imp, present, skel.edges, skel.joints, out / "joint_importance.png",
                               title=f"joint importance, frame {mid}")
         pictures.append("joint_importance.png")
