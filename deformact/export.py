@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -40,33 +39,15 @@ def random_inputs(model: nn.Module, batch: int = 2, seed: int = 0) -> dict[str, 
     return out
 
 
-def _adaptive_avg_pool3d_static(x: Tensor, output_size) -> Tensor:
-    """``F.adaptive_avg_pool3d`` from static slices and means; exact, and exportable (ONNX has
-    no adaptive pooling, the exporters only handle the global case)."""
-    size = [output_size] * 3 if isinstance(output_size, int) else list(output_size)
-    dims = x.shape[-3:]
-    size = [int(d) if s is None else int(s) for s, d in zip(size, dims)]
-    if all(int(d) % s == 0 for d, s in zip(dims, size)):
-        k = [int(d) // s for d, s in zip(dims, size)]
-        return F.avg_pool3d(x, k, k)
-    bins = [[(i * int(d) // s, -(-(i + 1) * int(d) // s)) for i in range(s)] for d, s in zip(dims, size)]
-    cells = [x[..., t0:t1, y0:y1, x0:x1].mean((-3, -2, -1))
-             for t0, t1 in bins[0] for y0, y1 in bins[1] for x0, x1 in bins[2]]
-    return torch.stack(cells, -1).unflatten(-1, size)
-
-
 @contextlib.contextmanager
 def export_friendly() -> Iterator[None]:
-    """Swap ops ONNX cannot express for exact equivalents while exporting."""
-    saved = F.adaptive_avg_pool3d
-    F.adaptive_avg_pool3d = _adaptive_avg_pool3d_static
+    """Quiet the exporter's logging while exporting."""
     log = logging.getLogger("torch.onnx")  # "torchvision is not installed. Skipping ..." (we never use it)
     level = log.level
     log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        F.adaptive_avg_pool3d = saved
         log.setLevel(level)
 
 

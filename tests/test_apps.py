@@ -16,7 +16,7 @@ from deformact import cli
 from deformact.engine import load_checkpoint, save_checkpoint, validate_config
 from deformact.engine.optim import build_optimizer
 from deformact.engine.trainer import build_dataset, build_model_for, model_inputs
-from deformact.export import _adaptive_avg_pool3d_static
+from deformact.models.deformable import pool_to_grid
 from deformact.viz.draw import draw_skeleton, skeleton_edges
 from deformact.viz.inference import load_model, predict_video
 from deformact.viz.video import write_video
@@ -200,8 +200,8 @@ def test_export_bad_checkpoint(tmp_path, capsys):
                                         ((1, 1, 3, 3, 3), 1)])
 def test_export_pooling_is_exact(shape, size):
     x = torch.randn(shape)
-    torch.testing.assert_close(_adaptive_avg_pool3d_static(x, size), F.adaptive_avg_pool3d(x, size),
-                               atol=1e-6, rtol=0)
+    grid = (size,) * 3 if isinstance(size, int) else size
+    torch.testing.assert_close(pool_to_grid(x, grid), F.adaptive_avg_pool3d(x, size), atol=1e-6, rtol=0)
 
 
 def test_draw_and_write_video(tmp_path):

@@ -54,6 +54,19 @@ def trilinear_sample_gather(volume: Tensor, coords: Tensor) -> Tensor:
     return out
 
 
+def pool_to_grid(x: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """Adaptive average pooling of the last three axes to ``size`` (the same bins as
+    ``F.adaptive_avg_pool3d``), written as three small matmuls so that it exports to ONNX."""
+    for axis, out in zip((-3, -2, -1), size):
+        n = x.shape[axis]
+        weight = x.new_zeros(out, n)
+        for i in range(out):  # bin i covers [floor(i n / out), ceil((i + 1) n / out))
+            lo, hi = i * n // out, -(-(i + 1) * n // out)
+            weight[i, lo:hi] = 1.0 / (hi - lo)
+        x = (x.movedim(axis, -1) @ weight.T).movedim(-1, axis)
+    return x
+
+
 def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device=None,
                    dtype: torch.dtype = torch.float32) -> Tensor:
     """Centres of a uniform grid of ``size`` cells over a ``volume`` of tokens, as (t, y, x) in
@@ -96,7 +109,7 @@ class TokenSearch3D(nn.Module):
         if self.offset_net is None:
             return ref
         q = rearrange(query_volume, "b (g c) t h w -> (b g) c t h w", g=self.groups)
-        feat = self.dwconv(F.adaptive_avg_pool3d(q, size))  # pooled to one feature per reference cell
+        feat = self.dwconv(pool_to_grid(q, size))  # pooled to one feature per reference cell
         offset = self.offset_net(feat).tanh()  # (b g) x 3 x t h w, bounded
         cell = 2.0 / torch.tensor([max(n, 1) for n in size], device=q.device, dtype=offset.dtype)
         offset = rearrange(offset, "s c t h w -> s (t h w) c") * cell * self.offset_range
