@@ -41,8 +41,13 @@ def main(args: argparse.Namespace) -> int:
             cfg, source = load_config(CONFIG, args.overrides), str(CONFIG)
         else:
             cfg, source = validate_config(apply_overrides(DEMO_CONFIG, args.overrides)), "built-in demo config"
-        print(f"deformact demo: {source} -> {out}  (synthetic RGB + pose set, "
-              f"{cfg['epochs']} epochs on {cfg['train']['device']})", flush=True)
+        device = cfg["train"]["device"]
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"deformact demo: {source} -> {out}  (synthetic RGB + pose set, {cfg['epochs']} epochs on "
+              f"{device})", flush=True)
         metrics = run(cfg, out, overwrite=True)
     except user_errors() as e:
         print(f"deformact demo: error: {e}", file=sys.stderr)

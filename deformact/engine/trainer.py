@@ -398,7 +398,7 @@ class Trainer:
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
             if self.bars:
                 bar.set_postfix(loss=f"{totals[0].item() / totals[2].item():.3f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         dist.broadcast_buffers(self.ctx, self.model)
         if self.ema is not None:
             dist.broadcast_buffers(self.ctx, self.ema.module)
@@ -439,10 +439,14 @@ class Trainer:
         try:
             while self.epoch < cfg["epochs"]:
                 tic = time.perf_counter()
+                skipped = self.skipped()
                 record = {"epoch": self.epoch + 1, **self.train_epoch()}
                 self.epoch += 1
                 record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"],
                               time_s=round(time.perf_counter() - tic, 3))
+                skipped = self.skipped() - skipped
+                if skipped:  # data.skip_bad: unreadable samples replaced this epoch (counted, not hidden)
+                    record["skipped_samples"] = skipped
                 if self.epoch == cfg["epochs"] or (t["eval_every"] and self.epoch % t["eval_every"] == 0):
                     m = evaluate(self.eval_model(), self.eval_set, self.ctx, batch_size=self.test_batch(),
                                  num_clips=t["eval_clips"], num_workers=t["num_workers"], amp=self.amp,
@@ -466,6 +470,11 @@ class Trainer:
                 plot_curves(self.history, self.out / "curves.png")
         dist.barrier(self.ctx)
 
+    def skipped(self) -> int:
+        """Bad training samples replaced so far on all ranks (datasets built with ``skip_bad``)."""
+        count = torch.tensor([int(getattr(self.train_set, "num_skipped", 0) or 0)], device=self.ctx.device)
+        return int(dist.all_reduce_sum(self.ctx, count).item())
+
     def test_batch(self) -> int:
         return self.cfg["test"]["batch_size"] or self.cfg["train"]["batch_size"]
 
@@ -474,6 +483,8 @@ class Trainer:
                f"train top-1 {r['train_top1']:.3f}")
         if "test_top1" in r:
             msg += f"  test top-1 {r['test_top1']:.3f}  top-5 {r['test_top5']:.3f}  loss {r['test_loss']:.4f}"
+        if r.get("skipped_samples"):
+            msg += f"  ({r['skipped_samples']} bad samples skipped)"
         self.echo(msg + f"  lr {r['lr']:.2e}  {r['time_s']:.1f}s")
         w = self.writer
         for key in ("train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "test_mean_class_acc"):
