@@ -1,4 +1,5 @@
-"""The paper's ablation study (Sec. 4.3) on data we control: ``deformact ablate``.
+"""Recognition quality (issue 6): the paper's ablation study (Sec. 4.3) on data we control
+(``deformact ablate``), and the held-out validation split used to tune the Penn Action recipe.
 
 Every row switches one thing off in the base config (by default ``configs/synthetic.yaml``, the
 synthetic cross-modal set of :mod:`deformact.data.synthetic`), then trains and tests it with the
@@ -9,19 +10,26 @@ strides set to 1, and the cross-modal tokens replaced by one CLS token per strea
 Outputs in ``DIR``: ``runs/<row>/seed<k>/`` (one engine run each, see
 :func:`deformact.engine.run`), ``ablation.json`` (every number) and ``ablation.md`` (the table).
 Finished runs are reused when their config is unchanged, so an interrupted ablation continues.
+
+:func:`penn_holdout` (``python -m deformact.ablation penn-holdout IN.pkl -o OUT.pkl``) adds a
+``val`` split (a deterministic, class-stratified part of ``train``) and ``train_part`` (the rest)
+to a pyskl file, so recipes are chosen without looking at ``test``; see docs/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -190,3 +198,76 @@ def format_table(summary: Mapping[str, Any]) -> str:
                      f"| {cost} |")
     return "\n".join(lines) + "\n"
 
+
+
+# --- Penn Action: validation split and the visibility flag --------------------------------------
+
+
+def penn_holdout(ann_file: str | Path, out: str | Path | None = None, val_fraction: float = 0.15,
+                 seed: int = 0, invisible_score: float | None = 0.5) -> dict:
+    """A copy of a pyskl dict (e.g. from ``deformact prepare penn-action``) with two more splits:
+    ``val`` (``val_fraction`` of each class of ``train``, drawn with ``seed``) and ``train_part``
+    (the rest of ``train``); ``train`` and ``test`` stay as they are.
+
+    ``invisible_score``: Penn Action marks occluded joints with visibility 0 but still annotates
+    a guessed position (see ../shared/datasets/penn_action/README.md). The converter stores
+    visibility as the score, and the dataset treats score 0 as "missing" and zeroes the
+    coordinates; giving occluded joints this score instead keeps their positions and still tells
+    the model (through the score channel) that they were not visible. None keeps the scores.
+    Written to ``out`` when given.
+    """
+    from deformact.data import DataError, load_pyskl, save_pyskl
+
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if invisible_score is not None and not 0 < invisible_score <= 1:
+        raise ConfigError(f"invisible_score must be in (0, 1] or None, got {invisible_score}")
+    data = load_pyskl(ann_file)
+    if not isinstance(data, dict) or "train" not in data.get("split", {}):
+        raise DataError(f"{ann_file}: needs a pyskl dict with a 'train' split")
+    data = {**data, "split": dict(data["split"]), "annotations": [dict(a) for a in data["annotations"]]}
+    label = {a["frame_dir"]: int(a["label"]) for a in data["annotations"]}
+    train = list(data["split"]["train"])
+    rng = np.random.default_rng(seed)
+    val: set[str] = set()
+    for c in sorted({label[n] for n in train}):
+        names = sorted(n for n in train if label[n] == c)
+        k = max(1, round(val_fraction * len(names))) if len(names) > 1 else 0
+        val.update(names[i] for i in rng.choice(len(names), k, replace=False))
+    data["split"]["train_part"] = [n for n in train if n not in val]
+    data["split"]["val"] = [n for n in train if n in val]
+    if invisible_score is not None:
+        for a in data["annotations"]:
+            score = np.asarray(a["keypoint_score"], dtype=np.float32)
+            a["keypoint_score"] = np.where(score > 0, score, np.float32(invisible_score)).astype(np.float32)
+    if out is not None:
+        save_pyskl(data, out)
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deformact.ablation penn-holdout IN.pkl -o OUT.pkl [--val-fraction F] ...``."""
+    parser = argparse.ArgumentParser(prog="python -m deformact.ablation",
+                                     description="add the val / train_part splits to a pyskl file")
+    parser.add_argument("action", choices=["penn-holdout"])
+    parser.add_argument("ann_file", help="pyskl .pkl with a 'train' split (deformact prepare penn-action)")
+    parser.add_argument("-o", "--out", required=True, help="output .pkl")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class held out (0.15)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
+    parser.add_argument("--invisible-score", type=float, default=0.5,
+                        help="score of occluded (visibility 0) joints, keeping their position (0.5); "
+                             "0 keeps the converter's scores (occluded joints dropped)")
+    args = parser.parse_args(argv)
+    from deformact.data import DataError
+
+    try:
+        data = penn_holdout(args.ann_file, args.out, args.val_fraction, args.seed, args.invisible_score or None)
+    except (DataError, ConfigError, OSError) as e:
+        print(f"python -m deformact.ablation: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: " + " / ".join(f"{len(v):,} {k}" for k, v in data["split"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
