@@ -107,6 +107,8 @@ class DeformableTransformer(nn.Module):
         self.norm = nn.LayerNorm(2 * cfg.dim)
         self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(2 * cfg.dim, cfg.num_classes))
         self.apply(_init_weights)
+        if cfg.use_pose:
+            self.pose_embed.reset_parameters()
 
     def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None, person_mask: Tensor | None = None,
                 return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
