@@ -147,7 +147,7 @@ def test_weight_decay_groups_skip_norms_biases_embeddings_tokens():
     skipped = {id(p) for p in skip["params"]}
     named = dict(model.named_parameters())
     assert len(decay["params"]) + len(skip["params"]) == len(named)
-    embeddings = ("pos_embed.", "tokens.", "pose_embed.joint_embed", "pose_embed.time_embed")
+    embeddings = ("pos_embed.", "tokens.", "pose_embed.joint_embed", "pose_embed.time_embed", "pose_embed.joint_bias")
     for name, p in named.items():
         # norms and biases are 1-D; every other weight matrix / conv kernel is decayed
         expect_skip = p.ndim <= 1 or name.startswith(embeddings)

@@ -20,7 +20,7 @@ DEMO_CONFIG = {
              "num_clips": 1},
     "train": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "batch_size": 16, "warmup_epochs": 1,
               "label_smoothing": 0.1, "clip_grad": 1.0, "num_workers": 0},
-    "epochs": 8,
+    "epochs": 14,
     "seed": 0,
 }
 

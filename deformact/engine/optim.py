@@ -30,6 +30,8 @@ def no_decay(name: str, param: nn.Parameter, owner: nn.Module, extra: set[str] =
         return True
     if isinstance(owner, (nn.Linear, _ConvNd, nn.MultiheadAttention)):
         return not leaf.endswith("weight")
+    if leaf.endswith("weight"):  # a raw weight tensor of a custom layer (e.g. per-joint projections)
+        return False
     return any(word in name.lower() for word in _NO_DECAY_WORDS)
 
 
