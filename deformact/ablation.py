@@ -139,6 +139,17 @@ def model_cost(cfg: Mapping[str, Any], step_repeats: int = 5) -> dict:
             "step_ms": 1e3 * min(times), "step_batch": bs}
 
 
+def code_version() -> str:
+    """``git describe --always --dirty`` of the checkout deformact runs from ("unknown" outside git)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),
                  rows: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> dict:
     """Train and test every row with every seed; write ``ablation.json`` and ``ablation.md``."""
@@ -148,6 +159,7 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
         raise ConfigError("give at least one seed")
     chosen = select_rows(rows)
     base = validate_config(base)
+    code = code_version()
     results = []
     for row in chosen:
         per_seed = []
@@ -165,7 +177,7 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
         echo(f"[ablate] cost of {row.name}")
         res.update(model_cost(row_config(base, row, seeds[0])))
     summary = {"base_config": copy.deepcopy(base), "seeds": seeds, "rows": results,
-               "torch_threads": torch.get_num_threads()}
+               "torch_threads": torch.get_num_threads(), "code": code}
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "ablation.md").write_text(format_table(summary))
@@ -185,7 +197,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = [
         f"Mean ± std over {len(seeds)} seed(s) {seeds}; accuracies in % on the test split. "
         "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
-        f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5.",
+        f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}.",
         "",
         "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |",
         "|---|---|---|---|---|---|---|---|",
@@ -204,7 +216,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
 
 
 def penn_holdout(ann_file: str | Path, out: str | Path | None = None, val_fraction: float = 0.15,
-                 seed: int = 0, invisible_score: float | None = 0.5) -> dict:
+                 seed: int = 0, invisible_score: float | None = None) -> dict:
     """A copy of a pyskl dict (e.g. from ``deformact prepare penn-action``) with two more splits:
     ``val`` (``val_fraction`` of each class of ``train``, drawn with ``seed``) and ``train_part``
     (the rest of ``train``); ``train`` and ``test`` stay as they are.
@@ -214,7 +226,8 @@ def penn_holdout(ann_file: str | Path, out: str | Path | None = None, val_fracti
     visibility as the score, and the dataset treats score 0 as "missing" and zeroes the
     coordinates; giving occluded joints this score instead keeps their positions and still tells
     the model (through the score channel) that they were not visible. None keeps the scores.
-    Written to ``out`` when given.
+    (With the person-relative pose embedding this did not beat the converter's scores on the
+    val split, so the recipe keeps them; see docs/RESULTS.md.) Written to ``out`` when given.
     """
     from deformact.data import DataError, load_pyskl, save_pyskl
 
@@ -254,9 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--out", required=True, help="output .pkl")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class held out (0.15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
-    parser.add_argument("--invisible-score", type=float, default=0.5,
-                        help="score of occluded (visibility 0) joints, keeping their position (0.5); "
-                             "0 keeps the converter's scores (occluded joints dropped)")
+    parser.add_argument("--invisible-score", type=float, default=0.0,
+                        help="score for occluded (visibility 0) joints so that their guessed position is "
+                             "kept, e.g. 0.5; 0 (default) keeps the converter's scores (occluded = missing)")
     args = parser.parse_args(argv)
     from deformact.data import DataError
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from test_engine import tiny_config
 
@@ -42,5 +43,9 @@ def test_two_process_training_and_evaluation_equal_single_process(tmp_path):
     assert one.returncode == 0, one.stderr
     single = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert single["num_samples"] == 21 and single["num_clips"] == 2
-    keys = ("top1", "top5", "mean_class_acc", "loss", "num_samples", "num_clips")
-    assert {k: trained[k] for k in keys} == {k: single[k] for k in keys}  # bit for bit
+    keys = ("top1", "top5", "mean_class_acc", "num_samples", "num_clips")
+    assert {k: trained[k] for k in keys} == {k: single[k] for k in keys}  # counts: exactly
+    # the loss is a mean of per-video log-probabilities; a video's logits come out of batches of
+    # other videos on each side (the shards split them differently), and batched matmuls round
+    # differently by batch composition, so it agrees to float rounding, not bit for bit
+    assert trained["loss"] == pytest.approx(single["loss"], rel=1e-6, abs=1e-7)
