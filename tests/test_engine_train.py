@@ -164,3 +164,18 @@ def test_bf16_autocast_on_cpu_and_fp16_needs_a_gpu(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="fp16 needs a GPU"):
             run(tiny_config(epochs=1, train={"amp": "fp16"}), tmp_path / "fp16", echo=lambda _m: None)
+
+
+def test_amp_auto_uses_bf16_on_cpu_only_with_native_bf16(monkeypatch):
+    from deformact.engine import trainer
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    assert trainer.resolve_amp(True, cpu) is None and trainer.resolve_amp("auto", cpu) is None
+    assert trainer.resolve_amp("bf16", cpu) is torch.bfloat16  # asked for by name: honoured
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
+    assert trainer.resolve_amp(True, cpu) is torch.bfloat16
+    assert trainer.resolve_amp(False, cpu) is None
+    # the probe answers from the running CPU, without raising
+    monkeypatch.undo()
+    assert isinstance(trainer.cpu_has_fast_bf16(), bool)
