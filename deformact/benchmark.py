@@ -7,12 +7,9 @@ set (CPU, reset between measurements through /proc/self/clear_refs) or the peak 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import torch
 
 from deformact.models import DeformableAttention3D, build_model
 from deformact.models.flops import example_inputs, model_report
+from deformact.utils import quiet_native_stderr
 
 
 def _sync(device: torch.device) -> None:
@@ -42,28 +40,13 @@ def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     current = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         current += event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak / 2**20
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 (Kineto prints "USDT ... profiler_start/stop" lines from C++ on
-    every profile, which no setting turns off)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def timeit(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int = 1) -> dict:

@@ -1,7 +1,10 @@
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +23,22 @@ def shared_dir() -> Path:
             pytest.fail(msg + " and REQUIRE_SHARED=1")
         pytest.skip(msg)
     return path
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and CI's 2 shared cores are not oversubscribed
+    (OpenMP teams stall badly when they are). Used through ``pytestmark``."""
+    with torch_threads(1):
+        yield

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from deformact.ablation import ROW_NAMES, ROWS, format_table, mean_std, row_config, run_ablation, select_rows
 from deformact.commands import ablate
@@ -20,12 +19,7 @@ TINY = ["epochs=1", "data.num_train=24", "data.num_test=12", "train.batch_size=1
         "model.dim=32", "model.heads=2", "model.depth=2", "train.warmup_epochs=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,28 +9,21 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import torch_threads
 from test_engine import tiny_config
 
 from deformact.engine import CheckpointError, load_checkpoint, read_checkpoint, run, save_checkpoint
 from deformact.engine.checkpoint import get_rng_state, remove_stale_temps, set_rng_state
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 1-epoch tiny run with EMA: its folder and metrics."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ckpt_run")
-    metrics = run(tiny_config(epochs=1, train={"ema": 0.5}), out, echo=lambda _m: None)
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        metrics = run(tiny_config(epochs=1, train={"ema": 0.5}), out, echo=lambda _m: None)
     return out, metrics
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
+from conftest import torch_threads
 from test_engine import tiny_config
 
 from deformact.cli import main
@@ -19,23 +19,16 @@ from deformact.engine import load_config, run, validate_config
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("cli_run")
     config = out / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(epochs=1)))
-    run(load_config(config), out / "run", echo=lambda _m: None)
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        run(load_config(config), out / "run", echo=lambda _m: None)
     return config, out / "run"
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from deformact.ablation import main as ablation_main
 from deformact.ablation import penn_holdout
@@ -18,13 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "penn_action_pose.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # one thread: OpenMP teams stall badly when the CI's 2 cores are shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

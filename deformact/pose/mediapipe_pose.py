@@ -9,13 +9,11 @@ stable ids across frames.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import warnings
 
 import numpy as np
 
+from ..utils import quiet_native_stderr
 from .base import PoseEstimator, register_estimator
 from .tracking import box_iou, person_box
 
@@ -41,20 +39,6 @@ def _import_mediapipe():
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} [{e}]") from None
     return mp_pose
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what mediapipe's C++ side prints on fd 2 (TFLite/absl start-up chatter)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def paint_out(frame: np.ndarray, landmarks: np.ndarray, fill: tuple[int, int, int], pad: float = 0.08
@@ -100,14 +84,14 @@ class MediaPipePose(PoseEstimator):
         self.close()  # graphs are (re)built on the next frame
 
     def close(self) -> None:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             for t in self._trackers:
                 t.close()
         self._trackers = []
 
     def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
         # mediapipe's C++ side logs its graph and delegate set-up on fd 2, asynchronously
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             if not self._trackers:
                 self._trackers = [self._mp.Pose(**self._kwargs) for _ in range(self.max_persons)]
             return self._process(frame)
