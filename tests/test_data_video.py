@@ -33,6 +33,18 @@ def test_reads_the_requested_frames(tmp_path, name, codec, gop):
     assert dd.count_frames(path) == 40
 
 
+def test_reused_swscale_context_gives_the_pixels_of_a_fresh_one(tmp_path):
+    import av
+
+    path = write_video(tmp_path / "v.mp4", _index_video(6, 96, 128), gop=3)
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    for w, h, interp in [(128, 96, None), (64, 48, "BILINEAR"), (100, 76, "FAST_BILINEAR"), (200, 150, "BILINEAR")]:
+        for f in frames:  # the same cached context serves changing sizes and interpolations
+            fresh = f.to_ndarray(width=w, height=h, format="rgb24", interpolation=interp)
+            np.testing.assert_array_equal(dv.frame_to_rgb(f, w, h, interp), fresh)
+
+
 def test_seeking_equals_sequential_decoding(tmp_path):
     frames = _index_video(60)
     path = write_video(tmp_path / "v.mp4", frames, gop=6, preset="medium")  # B-frames, many keyframes

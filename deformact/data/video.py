@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .errors import DataError
 
@@ -78,15 +80,33 @@ def count_frames(path: str | os.PathLike) -> int:
         raise DataError(f"{path}: cannot read video ({e})") from None
 
 
+_SWS = threading.local()
+
+
+def frame_to_rgb(frame: av.VideoFrame, width: int | None = None, height: int | None = None,
+                 interpolation: str | None = None) -> np.ndarray:
+    """``frame`` as an h x w x 3 uint8 RGB array, resized by swscale when ``width``/``height`` are given.
+
+    One swscale context per thread is reused across frames: ``frame.to_ndarray(width=...)`` sets
+    up a new one for every frame: 5.6-8.9 ms against 0.6-1.7 ms per 456x256 frame, same pixels.
+    """
+    if not hasattr(_SWS, "reformatter"):
+        _SWS.reformatter = VideoReformatter()
+    # threads=1: swscale's default thread pool leaves threads behind, and a DataLoader worker forked
+    # while they live hangs in its first swscale call; one thread per loader process is the plan anyway
+    return _SWS.reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                     interpolation=interpolation, threads=1).to_ndarray()
+
+
 def _reformat(frame: av.VideoFrame, size_fn: SizeFn | None) -> np.ndarray:
     if size_fn is None:
-        return frame.to_ndarray(format="rgb24")
+        return frame_to_rgb(frame)
     w, h = size_fn(frame.width, frame.height)
     if (w, h) == (frame.width, frame.height):
-        return frame.to_ndarray(format="rgb24")
+        return frame_to_rgb(frame)
     # swscale's fast bilinear aliases when shrinking a lot; its filtered bilinear does not
     fast = frame.width < 2 * w and frame.height < 2 * h
-    return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="FAST_BILINEAR" if fast else "BILINEAR")
+    return frame_to_rgb(frame, w, h, "FAST_BILINEAR" if fast else "BILINEAR")
 
 
 def _fill(path: Path, indices: np.ndarray, got: dict[int, np.ndarray], available: int) -> np.ndarray:

@@ -68,6 +68,8 @@ def iter_frames(path: str | Path, max_side: int | None = 640, strict: bool = Tru
     """
     import av
 
+    from deformact.data.video import frame_to_rgb
+
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -76,7 +78,7 @@ def iter_frames(path: str | Path, max_side: int | None = 640, strict: bool = Tru
         declared, n = int(stream.frames or 0), 0
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24", width=w, height=h)
+                yield frame_to_rgb(frame, w, h)
                 n += 1
         except (av.error.FFmpegError, OSError) as e:
             if strict:
