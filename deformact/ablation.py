@@ -226,8 +226,8 @@ def penn_holdout(ann_file: str | Path, out: str | Path | None = None, val_fracti
     visibility as the score, and the dataset treats score 0 as "missing" and zeroes the
     coordinates; giving occluded joints this score instead keeps their positions and still tells
     the model (through the score channel) that they were not visible. None keeps the scores.
-    (With the person-relative pose embedding this did not beat the converter's scores on the
-    val split, so the recipe keeps them; see docs/RESULTS.md.) Written to ``out`` when given.
+    On the val split this did not beat the converter's scores (docs/RESULTS.md), so the recipe
+    keeps them. Written to ``out`` when given.
     """
     from deformact.data import DataError, load_pyskl, save_pyskl
 
