@@ -161,12 +161,15 @@ def test_bf16_autocast_on_cpu_and_fp16_needs_a_gpu(tmp_path):
             run(tiny_config(epochs=1, train={"amp": "fp16"}), tmp_path / "fp16", echo=lambda _m: None)
 
 
-def test_amp_auto_uses_bf16_on_cpu_only_with_native_bf16(monkeypatch):
+def test_amp_auto_uses_bf16_on_cpu_only_with_native_bf16(monkeypatch, tmp_path):
     from deformact.engine import trainer
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
     assert trainer.resolve_amp(True, cpu) is None and trainer.resolve_amp("auto", cpu) is None
+    said: list[str] = []  # ... and a run says so once
+    run(tiny_config(epochs=1, train={"amp": True, "device": "cpu"}), tmp_path / "auto", echo=said.append)
+    assert sum("no native bf16" in m for m in said) == 1
     assert trainer.resolve_amp("bf16", cpu) is torch.bfloat16  # asked for by name: honoured
     monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
     assert trainer.resolve_amp(True, cpu) is torch.bfloat16

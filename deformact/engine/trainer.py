@@ -270,6 +270,9 @@ class Trainer:
         set_determinism(t["deterministic"], dev)
         seed_everything(self.cfg["seed"])
         self.amp = resolve_amp(t["amp"], dev)
+        if t["amp"] in (True, "auto") and self.amp is None:
+            self.echo("train.amp=true: this CPU has no native bf16 (AVX512-BF16/AMX), so training runs in fp32 "
+                      "(set train.amp=bf16 to force it)")
         self.train_set = build_dataset(self.cfg["data"], "train", train=True)
         self.eval_set = build_dataset(self.cfg["data"], "test", train=False, num_clips=t["eval_clips"])
         if len(self.train_set) == 0 or len(self.eval_set) == 0:
