@@ -20,7 +20,7 @@ test: .venv
 	$(PY) -m pytest -q -x --durations=15
 
 lint: .venv
-	.venv/bin/ruff check deformact tests scripts
+	.venv/bin/ruff check deformact tests
 
 bench: .venv
 	$(PY) -m deformact bench --json runs/bench.json

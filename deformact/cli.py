@@ -1,7 +1,12 @@
 """`deformact` command line: one sub-command per module in `deformact.commands`.
 
-Each command module defines ``add_arguments(parser)`` and ``main(args) -> int``. Modules are
-imported only when their command runs, so ``deformact --help`` stays instant.
+Each command module defines ``add_arguments(parser)`` and ``main(args) -> int``; it parses and
+calls :mod:`deformact.tools` or :mod:`deformact.engine`. Modules are imported only when their
+command runs, so ``deformact --help`` stays instant.
+
+Errors a user can cause are :class:`deformact.errors.DeformactError`; :func:`main` catches them
+here, once, and prints ``deformact <command>: error: <message>`` on one line (exit status 2).
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ import argparse
 import importlib
 import sys
 
+from deformact.errors import DeformactError
+
 # name -> (module, one-line help). Keep the order a user would follow.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("deformact.commands.demo", "generate the synthetic set, train, test and plot (the main job)"),
     "prepare": ("deformact.commands.prepare", "convert a dataset release (e.g. Penn Action) to pyskl format"),
     "train": ("deformact.commands.train", "train a model from a YAML config (DDP under torchrun)"),
     "test": ("deformact.commands.test", "evaluate a checkpoint with multi-clip testing"),
+    "ensemble": ("deformact.commands.ensemble", "fuse the saved test scores of several runs"),
     "ablate": ("deformact.commands.ablate", "run the paper's ablation table over several seeds"),
     "extract-poses": ("deformact.commands.extract_poses", "2D poses from videos into a pyskl pickle"),
     "predict": ("deformact.commands.predict", "top-5 actions for a raw video"),
@@ -55,10 +63,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deformact {name}: not available in this version", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"deformact {name}", description=help_)
+    prog = f"deformact {name}"
+    parser = argparse.ArgumentParser(prog=prog, description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except DeformactError as e:
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

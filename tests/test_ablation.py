@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from deformact.ablation import ROW_NAMES, ROWS, format_table, mean_std, row_config, run_ablation, select_rows
+from deformact import cli
 from deformact.commands import ablate
-from deformact.engine import ConfigError, load_config
-from deformact.engine.trainer import build_dataset, build_model_for
+from deformact.engine import CONFIG_DIR, load_config
+from deformact.engine.builders import build_dataset, build_model_for
+from deformact.errors import ConfigError
+from deformact.tools.ablation import ROW_NAMES, ROWS, format_table, mean_std, row_config, run_ablation, select_rows
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml")
+CONFIG = str(CONFIG_DIR / "synthetic.yaml")
 TINY = ["epochs=1", "data.num_train=24", "data.num_test=12", "train.batch_size=12", "train.eval_every=0",
         "model.dim=32", "model.heads=2", "model.depth=2", "train.warmup_epochs=0"]
 
@@ -94,8 +95,6 @@ def test_finished_runs_are_reused_and_seeds_give_mean_and_std(tmp_path):
 
 
 def test_bad_input_is_one_line_error(tmp_path, capsys):
-    args = argparse.Namespace(config=str(tmp_path / "missing.yaml"), out=str(tmp_path), seeds=[0], rows=None,
-                              overrides=[])
-    assert ablate.main(args) == 2
+    assert cli.main(["ablate", "-c", str(tmp_path / "missing.yaml"), "--out", str(tmp_path), "--seeds", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("deformact ablate: error:") and "\n" not in err

@@ -1,4 +1,5 @@
-"""From a raw video to an answer: predict, explain and ONNX export with a tiny trained checkpoint."""
+"""From a raw video to an answer: predict, explain and ONNX export with a tiny trained checkpoint;
+the command line's one-line errors."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from test_pose import ONE, TWO, extract_ntu
 import deformact.data as dd
 from deformact import cli
 from deformact.engine import load_checkpoint, save_checkpoint, validate_config
+from deformact.engine.builders import build_dataset, build_model_for, model_inputs
 from deformact.engine.optim import build_optimizer
-from deformact.engine.trainer import build_dataset, build_model_for, model_inputs
+from deformact.errors import DeformactError, VideoError
+from deformact.io import write_video
 from deformact.models.deformable import pool_to_grid
+from deformact.tools.inference import load_model, predict_video
 from deformact.viz.draw import draw_skeleton, skeleton_edges
-from deformact.viz.inference import load_model, predict_video
-from deformact.viz.video import write_video
 
 TINY = {
     "model": {"preset": "demo", "depth": 1},
@@ -220,3 +222,97 @@ def test_draw_and_write_video(tmp_path):
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert n == 7 and len(got) == 7 and got[0].shape == (100, 120, 3)
     assert abs(got[3][50, 60].astype(int) - frame[50, 60].astype(int)).max() < 40  # lossy, but the same image
+
+
+# ------------------------------------------------------------------ in memory, no mediapipe or ../shared
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory):
+    """A 40-frame 456 x 256 H.264 video and random-walk poses of two people (COCO-17) for it."""
+    from deformact.tools.data_bench import make_video, random_annotations
+
+    root = tmp_path_factory.mktemp("small_video")
+    video = make_video(root / "walk.mp4", num_frames=40)
+    (ann,) = random_annotations(1, num_frames=40, img_shape=(256, 456), prefix="walk", seed=3)
+    ann["frame_dir"] = "walk"
+    return video, ann
+
+
+def test_predict_builds_clips_in_memory_like_the_test_dataset(ckpt, small_video, tmp_path, monkeypatch):
+    """predict_video writes no file (no temporary pyskl, no dataset) and gives the probabilities of
+    the checkpoint's test-time dataset on the same poses."""
+    import tempfile
+
+    video, ann = small_video
+    model = load_model(ckpt)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def no_temp(*_a, **_k):
+        raise AssertionError("predict_video created a temporary file")
+
+    for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory", "TemporaryFile"):
+        monkeypatch.setattr(tempfile, name, no_temp)
+    pred = predict_video(model, video, {"annotations": [ann]}, progress=False)
+    monkeypatch.undo()
+    assert list(scratch.iterdir()) == []
+    assert pred.clip_probs.shape == (2, len(model.class_names)) and pred.frame_indices.shape == (2, 8)
+
+    # the old path: a one-video pyskl file read by the dataset `deformact test` builds
+    dd.save_pyskl({"split": {}, "annotations": [{**ann, "label": 0}]}, tmp_path / "one.pkl")
+    ds = dd.build_dataset(type="pyskl", ann_file=str(tmp_path / "one.pkl"), video_root=str(video.parent),
+                          modality="rgb+pose", frames=8, image_size=64, num_clips=2, num_persons=2,
+                          label_map=model.class_names)
+    item = ds[0]
+    for key in ("rgb", "pose", "person_mask"):
+        torch.testing.assert_close(pred.inputs[key], torch.as_tensor(item[key]), atol=0, rtol=0)
+    with torch.no_grad():
+        probs = model(rgb=item["rgb"], pose=item["pose"], person_mask=item["person_mask"]).softmax(-1)
+    np.testing.assert_allclose(pred.clip_probs, probs.numpy(), atol=1e-6)
+    np.testing.assert_allclose(pred.probs, probs.mean(0).numpy(), atol=1e-6)
+
+
+def _stub_command(monkeypatch, name: str, error: BaseException) -> None:
+    import importlib
+
+    module = importlib.import_module(cli.COMMANDS[name][0])
+
+    def main(_args):
+        raise error
+
+    monkeypatch.setattr(module, "add_arguments", lambda parser: None)
+    monkeypatch.setattr(module, "main", main)
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_any_command_prints_a_deformact_error_as_one_line(name, monkeypatch, capsys):
+    _stub_command(monkeypatch, name, VideoError("clip.mp4: truncated video,\n decoded 3 of 9 frames"))
+    assert cli.main([name]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"deformact {name}: error: clip.mp4: truncated video,; decoded 3 of 9 frames\n"
+    assert captured.out == ""
+
+
+def test_interrupt_is_one_line_and_status_130(monkeypatch, capsys):
+    _stub_command(monkeypatch, "train", KeyboardInterrupt())
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err == "deformact train: interrupted\n"
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    _stub_command(monkeypatch, "info", ZeroDivisionError("a bug"))
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["info"])
+
+
+def test_commands_leave_error_printing_to_the_cli():
+    """Every user error is a DeformactError caught once by cli.main: no command prints its own."""
+    import importlib
+    import inspect
+
+    assert issubclass(VideoError, DeformactError)
+    for name, (module_name, _) in cli.COMMANDS.items():
+        src = inspect.getsource(importlib.import_module(module_name))
+        assert "return 2" not in src and "error:" not in src and "user_errors" not in src, name

@@ -1,8 +1,11 @@
 """The measuring tools measure: memory peaks of known allocations, FLOP-rate sanity, bench plumbing."""
 
+import json
+
 import torch
 
-from deformact.benchmark import bench_attention, bench_model, peak_memory_mib, plot_time_vs_frames
+from deformact import cli
+from deformact.tools.benchmark import bench_attention, bench_model, peak_memory_mib, plot_time_vs_frames
 
 CPU = torch.device("cpu")
 
@@ -27,3 +30,14 @@ def test_bench_model_and_attention_report_consistent_figures(tmp_path):
     rows = [{"frames": t, "deformable_fwd_bwd_s": t * 0.1, "full_fwd_bwd_s": t * 0.2} for t in (8, 16)]
     png = plot_time_vs_frames({"time_vs_frames": rows, "preset": "demo", "device": "cpu"}, tmp_path / "t.png")
     assert png.stat().st_size > 1000
+
+
+def test_bench_data_only_writes_the_loader_figures(tmp_path, capsys):
+    """``deformact bench --data-only`` (what scripts/bench_data.py did): the data-path figures only."""
+    out = tmp_path / "data.json"
+    assert cli.main(["bench", "--data-only", "--quick", "--workers", "0", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["pose_items_per_s_per_core"] > 0 and figures["rgb_clips_per_s"] > 0
+    assert figures["rgb_workers"] == 0 and "models" not in figures
+    printed = capsys.readouterr().out
+    assert "pose_items_per_s_per_core" in printed and f"wrote {out}" in printed

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import deformact.data as dd
-from deformact.data.benchmark import random_annotations
+from deformact.tools.data_bench import random_annotations
 
 
 def _build(tmp_path, data, **kw):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import deformact.data as dd
-from deformact.data.pyskl import safe_loads
+from deformact.io.pyskl import safe_loads
 
 
 def _sample() -> dict:

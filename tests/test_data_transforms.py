@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import deformact.data as dd
-from deformact.data.benchmark import write_video
+from deformact.io import write_video
 
 MEAN, STD = dd.RGB_MEAN[0], dd.RGB_STD[0]
 

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 import deformact.data as dd
-from deformact.data import video as dv
-from deformact.data.benchmark import random_annotations, write_video
+import deformact.io as dio
+from deformact.io import video as dvideo
+from deformact.io import video_read as dv
+from deformact.tools.data_bench import random_annotations
+
+
+def write_video(path, frames, **kw):
+    """:func:`deformact.io.write_video` returning the path (it returns the frame count)."""
+    assert dio.write_video(path, frames, **kw) == len(frames)
+    return path
 
 
 def _index_video(n=40, h=48, w=64):
@@ -26,11 +34,11 @@ def test_reads_the_requested_frames(tmp_path, name, codec, gop):
     path = write_video(tmp_path / name, frames, codec=codec, gop=max(gop, 1), crf=12)
     dv._PTS_INDEX.clear()
     idx = np.array([39, 0, 5, 5, 6, 20, 38, 13])  # any order, repeats
-    out, src = dd.read_frames(path, idx, lambda w, h: (w // 2, h // 2))
+    out, src = dio.read_clip(path, idx, lambda w, h: (w // 2, h // 2))
     assert out.shape == (8, 24, 32, 3) and src == (64, 48)
     got = np.round((out.astype(float).mean((1, 2, 3)) - 9.5) / 5)
     np.testing.assert_array_equal(got, idx)
-    assert dd.count_frames(path) == 40
+    assert dio.count_frames(path) == 40
 
 
 def test_reused_swscale_context_gives_the_pixels_of_a_fresh_one(tmp_path):
@@ -42,7 +50,7 @@ def test_reused_swscale_context_gives_the_pixels_of_a_fresh_one(tmp_path):
     for w, h, interp in [(128, 96, None), (64, 48, "BILINEAR"), (100, 76, "FAST_BILINEAR"), (200, 150, "BILINEAR")]:
         for f in frames:  # the same cached context serves changing sizes and interpolations
             fresh = f.to_ndarray(width=w, height=h, format="rgb24", interpolation=interp)
-            np.testing.assert_array_equal(dv.frame_to_rgb(f, w, h, interp), fresh)
+            np.testing.assert_array_equal(dvideo.frame_to_rgb(f, w, h, interp), fresh)
 
 
 def test_seeking_equals_sequential_decoding(tmp_path):
@@ -50,11 +58,11 @@ def test_seeking_equals_sequential_decoding(tmp_path):
     path = write_video(tmp_path / "v.mp4", frames, gop=6, preset="medium")  # B-frames, many keyframes
     dv._PTS_INDEX.clear()
     idx = np.array([0, 1, 17, 18, 30, 59, 44])
-    seek, _ = dd.read_frames(path, idx)
+    seek, _ = dio.read_clip(path, idx)
     old = dv._SEEKABLE
     dv._SEEKABLE = ()
     try:
-        seq, _ = dd.read_frames(path, idx)
+        seq, _ = dio.read_clip(path, idx)
     finally:
         dv._SEEKABLE = old
     np.testing.assert_array_equal(seek, seq)
@@ -62,7 +70,7 @@ def test_seeking_equals_sequential_decoding(tmp_path):
 
 @pytest.mark.parametrize("clip,persons", [("S001C001P001R001A001_rgb", 1), ("ntu_sample", 2)])
 def test_real_ntu_videos_decode_into_clips(shared_dir, tmp_path, clip, persons):
-    n = dd.count_frames(shared_dir / "videos" / f"{clip}.avi")
+    n = dio.count_frames(shared_dir / "videos" / f"{clip}.avi")
     assert n == {"S001C001P001R001A001_rgb": 103, "ntu_sample": 72}[clip]
     ann = random_annotations(1, n, num_persons=persons, img_shape=(1080, 1920), prefix=clip)[0]
     ann["frame_dir"] = clip
@@ -123,19 +131,19 @@ def test_truncated_video_names_the_file(tmp_path, shared_dir, kind):
         idx = [0, 39]
     dv._PTS_INDEX.clear()
     with pytest.raises(dd.DataError, match="cut." + kind):
-        dd.read_frames(path, idx)
+        dio.read_clip(path, idx)
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(dd.DataError, match="empty.mp4"):
-        dd.read_frames(empty, [0])
+        dio.read_clip(empty, [0])
 
 
 def test_video_shorter_than_annotation(tmp_path):
     path = write_video(tmp_path / "v.mp4", _index_video(40))
-    out, _ = dd.read_frames(path, [38, 39, 40, 41])  # 2 frames past the end: an off-by-one export
+    out, _ = dio.read_clip(path, [38, 39, 40, 41])  # 2 frames past the end: an off-by-one export
     assert (out[2] == out[1]).all() and (out[3] == out[1]).all()
     with pytest.raises(dd.DataError, match="v.mp4.*frame 50.*40 frames"):
-        dd.read_frames(path, [0, 50])
+        dio.read_clip(path, [0, 50])
 
 
 def test_skip_bad_replaces_and_counts(tmp_path):
@@ -150,3 +158,52 @@ def test_skip_bad_replaces_and_counts(tmp_path):
     (root2 / f"{anns2[2]['frame_dir']}.mp4").unlink()
     batches = list(torch.utils.data.DataLoader(ds2, batch_size=2, num_workers=2))  # warns in the workers
     assert sum(len(b["label"]) for b in batches) == 4 and ds2.num_skipped == 2
+
+
+def test_one_extension_list_for_training_and_extraction(tmp_path):
+    """Every container that trains (find_media) is also found by extract-poses (list_videos)."""
+    from deformact import pose
+
+    assert len(dio.VIDEO_EXTS) == len(set(dio.VIDEO_EXTS)) == 11
+    assert {".mp4", ".avi", ".mkv", ".flv", ".wmv", ".ts"} <= set(dio.VIDEO_EXTS)
+    assert pose.list_videos is dio.list_videos
+    frames = _index_video(4, 32, 32)
+    (tmp_path / "sub").mkdir()
+    write_video(tmp_path / "sub" / "clip.ts", frames)  # MPEG-TS
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "b.WMV").write_bytes(b"")  # found by its extension; reported when opened
+    assert dio.list_videos([tmp_path]) == [(tmp_path / "b.WMV", "b"), (tmp_path / "sub" / "clip.ts", "sub/clip")]
+    assert dio.find_media(tmp_path, "sub/clip") == tmp_path / "sub" / "clip.ts"
+    assert dio.count_frames(tmp_path / "sub" / "clip.ts") == 4
+    out, src = dio.read_clip(tmp_path / "sub" / "clip.ts", [3, 0])
+    assert out.shape == (2, 32, 32, 3) and src == (32, 32)
+
+
+def test_one_video_error_caught_as_data_error(tmp_path):
+    import deformact.errors as de
+    from deformact import pose
+
+    assert pose.VideoError is dd.VideoError is de.VideoError and issubclass(de.VideoError, de.DataError)
+    assert dd.DataError is de.DataError
+    garbage = tmp_path / "noise.mp4"
+    garbage.write_bytes(np.random.default_rng(1).bytes(5000))
+    for call in (lambda: dio.probe(tmp_path / "gone.mp4"), lambda: dio.probe(garbage),
+                 lambda: dio.read_clip(tmp_path / "gone.mp4", [0]), lambda: dio.read_clip(garbage, [0]),
+                 lambda: dio.count_frames(garbage), lambda: dio.read_frames(garbage),
+                 lambda: dio.find_media(tmp_path, "gone")):
+        with pytest.raises(de.DataError) as info:  # what the dataset's skip_bad and the CLI catch
+            call()
+        assert type(info.value) is de.VideoError and ("noise.mp4" in str(info.value) or "gone" in str(info.value))
+
+
+def test_write_video_streams_and_probe_reads_back(tmp_path):
+    frames = (np.full((33, 47, 3), 10 * i, np.uint8) for i in range(9))  # a generator, odd size
+    assert dio.write_video(tmp_path / "deep" / "v.mp4", frames, fps=12.5) == 9  # folder made
+    info = dio.probe(tmp_path / "deep" / "v.mp4")
+    assert (info.width, info.height, info.frames, info.fps) == (46, 32, 9, 12.5)
+    assert dio.read_frames(tmp_path / "deep" / "v.mp4", max_side=None).shape == (9, 32, 46, 3)
+    assert dio.write_video(tmp_path / "m.avi", _index_video(5), codec="mpeg4") == 5
+    assert dio.count_frames(tmp_path / "m.avi") == 5
+    assert dio.write_video(tmp_path / "folder", _index_video(3, 20, 30), codec="png") == 3
+    info = dio.probe(tmp_path / "folder")
+    assert (info.width, info.height, info.frames) == (30, 20, 3)

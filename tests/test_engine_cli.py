@@ -13,8 +13,7 @@ from conftest import torch_threads
 from test_engine import tiny_config
 
 from deformact.cli import main
-from deformact.commands.demo import CONFIG, DEMO_CONFIG
-from deformact.engine import load_config, run, validate_config
+from deformact.engine import CONFIG_DIR, config_path, load_config, run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -68,7 +67,7 @@ def test_user_errors(capsys, tmp_path, tiny_run):
     err = _error(capsys, ["train", "-c", str(config), "--set", "train.lr=-1", "--out", str(tmp_path / "a")])
     assert err.startswith("deformact train: error: train.lr must be a number > 0")
     err = _error(capsys, ["train", "-c", str(config), "--set", "train.learning_rate=1", "--out", str(tmp_path)])
-    assert "unknown key train.'learning_rate'" in err
+    assert "unknown key train.learning_rate" in err
     err = _error(capsys, ["train", "-c", str(config), "--set", "model.dimension=8", "--out", str(tmp_path / "b")])
     assert err.startswith("deformact train: error: model:") and "dimension" in err
     err = _error(capsys, ["train", "-c", str(config), "--out", str(out)])
@@ -99,8 +98,18 @@ def test_test_command_writes_metrics_and_confusion(capsys, tmp_path, tiny_run):
     assert (tmp_path / "confusion_matrix.png").exists()
 
 
-def test_demo_config_file_and_builtin_copy_agree():
-    assert load_config(CONFIG) == validate_config(DEMO_CONFIG)
+def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    """The configs are package data (deformact/configs/, the repo's configs/ links there): the demo
+    and ``-c NAME`` work wherever deformact runs from, and a path that exists is read as given."""
+    repo_file = load_config(CONFIG_DIR / "synthetic.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert config_path("synthetic") == config_path("synthetic.yaml") == CONFIG_DIR / "synthetic.yaml"
+    assert load_config("synthetic") == repo_file
+    (tmp_path / "synthetic.yaml").write_text("model: {preset: demo}\ndata: {type: synthetic}\nepochs: 2\n")
+    assert load_config("synthetic.yaml")["epochs"] == 2  # the local file wins
+    res = subprocess.run([sys.executable, "-m", "deformact", "train", "-c", "ntu60_xsub", "--set", "train.lr=-1",
+                          "--out", str(tmp_path / "o")], env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "train.lr must be a number > 0" in res.stderr, res.stderr
 
 
 def test_demo_runs_end_to_end_and_says_where_everything_went(capsys, tmp_path):

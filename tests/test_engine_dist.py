@@ -1,4 +1,5 @@
-"""torchrun on CPU (gloo): 2-process DDP training, and evaluation that equals one process exactly."""
+"""torchrun on CPU (gloo): 2-process DDP training, and evaluation (metrics and the per-video
+``scores.npz``) that equals one process exactly."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from test_engine import tiny_config
 
 from deformact.engine.checkpoint import read_checkpoint
+from deformact.engine.guard import LOCK_NAME
+from deformact.io.scores import load_scores
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -49,3 +53,13 @@ def test_two_process_training_and_evaluation_equal_single_process(tmp_path):
     # other videos on each side (the shards split them differently), and batched matmuls round
     # differently by batch composition, so it agrees to float rounding, not bit for bit
     assert trained["loss"] == pytest.approx(single["loss"], rel=1e-6, abs=1e-7)
+    # scores.npz: gathered over the ranks in dataset order, written once by rank 0; the same file
+    # as one process (scores to float rounding, for the reason above)
+    ddp, one = load_scores(tmp_path / "ddp"), load_scores(tmp_path / "one")
+    assert ddp.scores.shape == (21, 4) and list(ddp.frame_dir) == [f"synthetic_test_{i:05d}" for i in range(21)]
+    assert (ddp.labels.tolist(), list(ddp.frame_dir), ddp.class_names, ddp.split, ddp.average) == (
+        one.labels.tolist(), list(one.frame_dir), one.class_names, one.split, one.average)
+    np.testing.assert_allclose(ddp.scores, one.scores, rtol=1e-5, atol=1e-6)
+    assert ddp.scores.argmax(1).tolist() == one.scores.argmax(1).tolist()
+    assert float(np.mean(ddp.scores.argmax(1) == ddp.labels)) == trained["top1"]
+    assert not (tmp_path / "ddp" / LOCK_NAME).exists()  # rank 0 held the run folder, and let it go

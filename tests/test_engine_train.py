@@ -17,7 +17,9 @@ from test_engine import tiny_config, tiny_pyskl
 
 from deformact.engine import (
     ConfigError,
+    Trainer,
     TrainingError,
+    build_dataset,
     dist,
     evaluate,
     load_checkpoint,
@@ -26,7 +28,6 @@ from deformact.engine import (
     validate_config,
 )
 from deformact.engine.checkpoint import read_checkpoint
-from deformact.engine.trainer import Trainer, build_dataset
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -162,7 +163,7 @@ def test_bf16_autocast_on_cpu_and_fp16_needs_a_gpu(tmp_path):
 
 
 def test_amp_auto_uses_bf16_on_cpu_only_with_native_bf16(monkeypatch, tmp_path):
-    from deformact.engine import trainer
+    from deformact.engine import runtime as trainer  # device and AMP resolution live in engine.runtime
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)

@@ -1,4 +1,4 @@
-"""The model does what ARCHITECTURE.md / the paper says: shapes, exact equivalences, invariances."""
+"""The model does what the paper and docs/DESIGN.md say: shapes, exact equivalences, invariances."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import deformact
 from deformact.models import DeformableAttention3D, JointStrideAttention, TemporalStrideAttention
-from deformact.models.deformable import reference_grid, trilinear_sample, trilinear_sample_gather
+from deformact.models.deformable import reference_grid, to_clip_fraction, trilinear_sample, trilinear_sample_gather
 from deformact.models.flops import example_inputs, model_report
 
 ABLATIONS = {
@@ -119,7 +119,7 @@ def test_zero_offsets_reproduce_uniform_grid_sampling():
     torch.testing.assert_close(out_d[1], out_g[1], rtol=0, atol=0)
     # the uniform grid's trilinear reads are exactly 2x2x2 average pooling of the token volume
     points = out_d[2]["sampling_locations"].flatten(0, 1)  # (B G) x P x 3
-    ref = reference_grid((4, 7, 7), volume).expand_as(points)
+    ref = to_clip_fraction(reference_grid((4, 7, 7), volume), volume).expand_as(points)  # maps: clip fractions
     torch.testing.assert_close(points, ref)
     vol = torch.randn(4, 16, *volume, dtype=torch.float64)
     pooled = F.avg_pool3d(vol, 2).flatten(2)
@@ -137,6 +137,14 @@ def test_offset_network_receives_gradients():
     torch.manual_seed(0)
     model = deformact.build_model("demo", num_classes=5)
     x = example_inputs(model.config, 2)
+    # the offsets' last layer starts at zero (docs/DESIGN.md), so at the first step only it learns;
+    # after one step the whole offset network does
+    model(**x).logsumexp(-1).sum().backward()
+    for blk in model.blocks:
+        last = blk.rgb.attn.search.offset_net[-1]
+        assert last.weight.grad.abs().sum() > 0 and last.bias.grad.abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
     model(**x).logsumexp(-1).sum().backward()
     for blk in model.blocks:
         search = blk.rgb.attn.search

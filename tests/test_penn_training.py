@@ -1,4 +1,4 @@
-"""Penn Action, pose only, real annotations (issue 6): the held-out split and a short training run."""
+"""Penn Action, pose only, real annotations: the held-out split and a short training run (docs/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deformact.ablation import main as ablation_main
-from deformact.ablation import penn_holdout
-from deformact.data import build_dataset, convert_penn_action, load_pyskl, save_pyskl
+from deformact.cli import main as cli_main
+from deformact.data import add_holdout_split, build_dataset, convert_penn_action, load_pyskl, save_pyskl
 from deformact.engine import load_config, run
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "configs" / "penn_action_pose.yaml"
+RECIPE = REPO / "configs" / "penn_action_pose.yaml"  # the repo's configs/ is deformact/configs/
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -30,10 +29,10 @@ def penn_pkl(shared_dir, tmp_path_factory) -> Path:
 
 def test_holdout_is_stratified_deterministic_and_keeps_occluded_joints(penn_pkl, tmp_path):
     out = tmp_path / "holdout.pkl"
-    assert ablation_main(["penn-holdout", str(penn_pkl), "-o", str(out), "--invisible-score", "0.5"]) == 0
+    assert cli_main(["prepare", "penn-holdout", str(penn_pkl), "-o", str(out), "--invisible-score", "0.5"]) == 0
     data = load_pyskl(out)
     split = data["split"]
-    plain = penn_holdout(penn_pkl)
+    plain = add_holdout_split(penn_pkl)
     assert split == plain["split"]  # deterministic
     train, val, part = split["train"], split["val"], split["train_part"]
     assert len(train) == 1258 and len(split["test"]) == 1068
@@ -43,7 +42,7 @@ def test_holdout_is_stratified_deterministic_and_keeps_occluded_joints(penn_pkl,
     per_class, held = Counter(label[n] for n in train), Counter(label[n] for n in val)
     assert set(held) == set(range(15))
     assert all(abs(held[c] - 0.15 * per_class[c]) <= 0.5 for c in per_class)
-    assert penn_holdout(penn_pkl, seed=1)["split"]["val"] != val  # the seed decides the draw
+    assert add_holdout_split(penn_pkl, seed=1)["split"]["val"] != val  # the seed decides the draw
     # occluded joints: same guessed position, score 0.5 (the release's visibility 0 -> 0.5);
     # by default the converter's scores stay
     orig = {a["frame_dir"]: a for a in load_pyskl(penn_pkl)["annotations"]}
@@ -63,7 +62,7 @@ def test_holdout_is_stratified_deterministic_and_keeps_occluded_joints(penn_pkl,
 def test_short_training_on_penn_action_beats_chance(penn_pkl, tmp_path):
     """The committed recipe, shrunk (tiny model, 30 train clips per class, ~300 steps), learns the
     15 real actions far above chance (1/15) on 10 official test clips per class."""
-    data = penn_holdout(penn_pkl)
+    data = add_holdout_split(penn_pkl)
     label = {a["frame_dir"]: a["label"] for a in data["annotations"]}
 
     def first(names: list[str], k: int) -> list[str]:

@@ -15,10 +15,10 @@ import pytest
 
 import deformact.data as dd
 from deformact import cli
+from deformact.io import write_video
 from deformact.pose import PoseEstimator, build_estimator, register_estimator, track_persons
 from deformact.pose.extract import NoPersonWarning, extract_video
 from deformact.pose.tracking import box_iou, person_box
-from deformact.viz.video import write_video
 
 ONE = "S001C001P001R001A001_rgb.avi"  # one person drinking, 103 frames
 TWO = "ntu_sample.avi"  # two people handing over a hat, 72 frames

@@ -1,19 +1,19 @@
 """``deformact ablate -c CONFIG --out DIR [--seeds 0 1 2] [--rows ...] [--set key=value]...``.
 
-Trains and tests the full model and each ablation row of :mod:`deformact.ablation` with the same
-seeds; writes ``DIR/ablation.json`` and ``DIR/ablation.md``. Finished runs are reused.
+Trains and tests the full model and each ablation row of :mod:`deformact.tools.ablation` with the
+same seeds; writes ``DIR/ablation.json`` and ``DIR/ablation.md``. Finished runs are reused.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from deformact.ablation import ROW_NAMES
+    from deformact.tools.ablation import ROW_NAMES
 
-    parser.add_argument("-c", "--config", required=True, help="base YAML run config (e.g. configs/synthetic.yaml)")
+    parser.add_argument("-c", "--config", required=True,
+                        help="base run config: a YAML file or a shipped config's name (e.g. synthetic)")
     parser.add_argument("--out", required=True, help="output folder: runs/, ablation.json, ablation.md")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S",
                         help="training seeds, the same for every row (default: 0 1 2)")
@@ -24,16 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.ablation import run_ablation
-    from deformact.engine import load_config, user_errors
+    from deformact.engine import load_config
+    from deformact.tools.ablation import format_table, run_ablation
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        summary = run_ablation(cfg, args.out, seeds=args.seeds, rows=args.rows)
-    except user_errors() as e:
-        print(f"deformact ablate: error: {e}", file=sys.stderr)
-        return 2
-    from deformact.ablation import format_table
-
+    summary = run_ablation(load_config(args.config, args.overrides), args.out, seeds=args.seeds, rows=args.rows)
     print(format_table(summary))
     return 0

@@ -8,7 +8,6 @@ centre test clip.
 from __future__ import annotations
 
 import argparse
-import sys
 
 PROG = "deformact explain"
 
@@ -25,20 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.data import load_pyskl
+    from deformact.io import load_pyskl
+    from deformact.tools.inference import load_model, one_line_warnings, predict_video
     from deformact.viz.explain import explain
-    from deformact.viz.inference import load_model, one_line_warnings, predict_video, user_errors
 
-    try:
-        model = load_model(args.ckpt, args.labels, args.device)
-        poses = load_pyskl(args.poses) if args.poses else None
-        with one_line_warnings(PROG):
-            pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True,
-                                 num_clips=1, progress=not args.no_progress)
-        info = explain(pred, args.out, checkpoint=str(args.ckpt))
-    except (*user_errors(), ImportError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    model = load_model(args.ckpt, args.labels, args.device)
+    poses = load_pyskl(args.poses) if args.poses else None
+    with one_line_warnings(PROG):
+        pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True, num_clips=1,
+                             progress=not args.no_progress)
+    info = explain(pred, args.out, checkpoint=str(args.ckpt))
     best = info["top5"][0]
     print(f"{pred.video.name}: {best['label']} ({best['score']:.3f})")
     for name in [*info["pictures"], "explain.json"]:

@@ -11,9 +11,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
 
 PROG = "deformact predict"
 
@@ -31,54 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def write_annotated(prediction, path: str | Path, max_side: int = 640) -> int:
-    """The whole video with every person's skeleton and the top-3 classes drawn on each frame."""
-    from deformact.data import get_skeleton
-    from deformact.pose import iter_frames, probe
-    from deformact.viz.draw import draw_label, draw_poses
-    from deformact.viz.video import write_video
-
-    ann = prediction.annotation
-    kp = np.asarray(ann["keypoint"], np.float32)
-    sc = np.asarray(ann["keypoint_score"], np.float32)
-    h0, w0 = (int(s) for s in ann["img_shape"][:2])
-    edges = get_skeleton(None, kp.shape[2]).edges if kp.shape[2] in (13, 17, 25) else []
-    top = prediction.top(3)
-    text = "\n".join(f"{t['label']}  {t['score']:.2f}" for t in top)
-
-    def frames():
-        for i, frame in enumerate(iter_frames(prediction.video, max_side)):
-            frame = frame.copy()
-            if i < kp.shape[1]:
-                s = np.array([frame.shape[1] / w0, frame.shape[0] / h0], np.float32)
-                persons = np.concatenate([kp[:, i] * s, sc[:, i, :, None]], -1)
-                draw_poses(frame, persons, edges)
-            yield draw_label(frame, text)
-
-    return write_video(path, frames(), fps=probe(prediction.video).fps)
-
-
 def main(args: argparse.Namespace) -> int:
-    from deformact.data import load_pyskl
-    from deformact.viz.inference import load_model, one_line_warnings, predict_video, user_errors
+    from deformact.io import load_pyskl
+    from deformact.tools.inference import load_model, one_line_warnings, predict_video, write_annotated
 
-    errors = user_errors()
     t0 = time.perf_counter()
-    try:
-        model = load_model(args.ckpt, args.labels, args.device)
-        poses = load_pyskl(args.poses) if args.poses else None
-        with one_line_warnings(PROG):
-            pred = predict_video(model, args.video, poses, estimator=args.estimator, num_clips=args.num_clips,
-                                 progress=not args.no_progress)
-        total = time.perf_counter() - t0
-        if args.out:
-            n = write_annotated(pred, args.out)
-    except errors as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except (ImportError, ValueError) as e:  # missing mediapipe, unknown estimator
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    model = load_model(args.ckpt, args.labels, args.device)
+    poses = load_pyskl(args.poses) if args.poses else None
+    with one_line_warnings(PROG):
+        pred = predict_video(model, args.video, poses, estimator=args.estimator, num_clips=args.num_clips,
+                             progress=not args.no_progress)
+    total = time.perf_counter() - t0
+    if args.out:
+        written = write_annotated(pred, args.out)
     top5 = pred.top(5)
     if args.json:
         print(json.dumps({"top5": top5}))
@@ -92,5 +54,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"time: {total:.2f} s (poses {tm['poses']:.2f} s, clips {tm['clips']:.2f} s, "
               f"model {tm['model']:.2f} s for {n} clip(s) = {tm['model_per_clip'] * 1000:.0f} ms per clip)")
     if args.out:
-        print(f"wrote {args.out} ({n} frames)", file=sys.stderr if args.json else sys.stdout)
+        print(f"wrote {args.out} ({written} frames)", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -1,32 +1,50 @@
-"""`deformact prepare`: convert a dataset release to a pyskl pickle.
+"""``deformact prepare``: convert a dataset release to a pyskl pickle, or add a validation split.
 
-    deformact prepare penn-action ROOT -o penn_action.pkl   # ROOT holds labels/ (and frames/)
+    deformact prepare penn-action ROOT -o penn_action.pkl      # ROOT holds labels/ (and frames/)
+    deformact prepare penn-holdout penn_action.pkl -o penn_holdout.pkl [--val-fraction 0.15]
+
+``penn-holdout`` adds ``val`` (a deterministic, class-stratified part of ``train``) and
+``train_part`` (the rest) to a pyskl file, so recipes are chosen without looking at ``test``
+(docs/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=["penn-action"], help="which release ROOT holds")
-    parser.add_argument("root", help="dataset root (Penn Action: the folder with labels/ and optionally frames/)")
+    parser.add_argument("dataset", choices=["penn-action", "penn-holdout"],
+                        help="penn-action: convert the release in ROOT; penn-holdout: add val/train_part to "
+                             "the pyskl file ROOT")
+    parser.add_argument("root", help="penn-action: the folder with labels/ (and optionally frames/); "
+                                     "penn-holdout: a pyskl .pkl with a 'train' split")
     parser.add_argument("-o", "--out", required=True, help="output pyskl .pkl")
-    parser.add_argument("--workers", type=int, default=1, help="processes reading the files (0 = one per CPU)")
+    parser.add_argument("--workers", type=int, default=1, help="penn-action: processes reading the files "
+                                                               "(0 = one per CPU)")
+    parser.add_argument("--val-fraction", type=float, default=0.15,
+                        help="penn-holdout: share of each class held out (0.15)")
+    parser.add_argument("--seed", type=int, default=0, help="penn-holdout: seed of the draw (0)")
+    parser.add_argument("--invisible-score", type=float, default=0.0,
+                        help="penn-holdout: score for occluded (visibility 0) joints so that their guessed "
+                             "position is kept, e.g. 0.5; 0 (default) keeps the converter's scores")
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.data import DataError, convert_penn_action
-
     t0 = time.perf_counter()
-    try:
-        data = convert_penn_action(args.root, args.out, workers=args.workers)
-    except (DataError, OSError) as e:
-        print(f"deformact prepare: error: {e}", file=sys.stderr)
-        return 2
+    if args.dataset == "penn-holdout":
+        from deformact.data import add_holdout_split
+
+        data = add_holdout_split(args.root, args.out, val_fraction=args.val_fraction, seed=args.seed,
+                                 invisible_score=args.invisible_score or None)
+        print(f"wrote {args.out}: " + " / ".join(f"{len(v):,} {k}" for k, v in data["split"].items()))
+        return 0
+
+    from deformact.data import convert_penn_action
+
+    data = convert_penn_action(args.root, args.out, workers=args.workers)
     counts = " / ".join(f"{len(v):,} {k}" for k, v in data["split"].items())
     print(f"wrote {args.out}: {counts} clips, {len(data['class_names'])} classes "
           f"({time.perf_counter() - t0:.1f} s)")

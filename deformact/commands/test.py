@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="YAML run config giving the test split")
+    parser.add_argument("-c", "--config", required=True,
+                        help="run config giving the test split: a YAML file or a shipped config's name")
     parser.add_argument("--ckpt", required=True, help="checkpoint (best.pt / last.pt)")
     parser.add_argument("--clips", type=int, default=None, metavar="N",
                         help="clips per video, averaged (default: data.num_clips of the config)")
@@ -17,15 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.engine import load_config, test, user_errors
+    from deformact.engine import load_config, test
+    from deformact.errors import ConfigError
 
     if args.clips is not None and args.clips < 1:
-        print("deformact test: error: --clips must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, args.overrides)
-        test(cfg, args.ckpt, args.out, num_clips=args.clips)
-    except user_errors() as e:
-        print(f"deformact test: error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError("--clips must be >= 1")
+    test(load_config(args.config, args.overrides), args.ckpt, args.out, num_clips=args.clips)
     return 0

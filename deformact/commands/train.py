@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="YAML run config (see configs/)")
+    parser.add_argument("-c", "--config", required=True,
+                        help="run config: a YAML file or a shipped config's name (deformact/configs/, e.g. synthetic)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config key, e.g. --set train.lr=1e-3 (repeatable; YAML values)")
     parser.add_argument("--out", required=True, help="output folder: checkpoints, logs, metrics, plots")
@@ -16,14 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.engine import load_config, run, user_errors
+    from deformact.engine import load_config, run
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run(cfg, args.out, resume=args.resume)
-    except user_errors() as e:
-        print(f"deformact train: error: {e}", file=sys.stderr)
-        return 2
+    run(load_config(args.config, args.overrides), args.out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(f"outputs in {args.out}: metrics.json, log.jsonl, last.pt, best.pt, curves.png, "
               "confusion_matrix.png, tb/")

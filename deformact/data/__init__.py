@@ -10,7 +10,8 @@
 * both types: ``modality`` ("rgb+pose" | "rgb" | "pose"), ``frames`` (16; synthetic 8), ``image_size``
   (224; synthetic 64), ``num_clips`` (1; test only, training samples one clip), ``num_persons`` (2),
   ``train_split`` / ``test_split`` (used when ``split`` is None).
-* pyskl: ``ann_file``, ``video_root`` (``<root>/<frame_dir>.mp4|avi|mkv|...`` or a folder of frames),
+* pyskl: ``ann_file``, ``video_root`` (``<root>/<frame_dir>.<ext>`` with an extension of
+  :data:`deformact.io.VIDEO_EXTS`, or a folder of frames),
   ``label_map`` (text file or list), ``num_classes``, ``layout`` (coco17 | ntu25 | penn13, inferred
   from V), ``skip_bad`` (False), ``compact`` (True: crop around the people, pyskl's PoseCompact),
   ``compact_padding`` (0.25), ``crop_scale`` ([0.56, 1]), ``crop_ratio`` ([3/4, 4/3]), ``flip``
@@ -19,7 +20,10 @@
 * synthetic: ``seed`` (0), ``num_classes`` (12 = 4 motions x 3 colours), ``num_train`` (1000),
   ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings.
 
-Unknown keys raise :class:`DataError`. Submodules load lazily.
+Unknown keys raise :class:`DataError`. Clips are made by the transforms of
+:mod:`deformact.data.pipeline`; :func:`build_test_pipeline` gives the test-time pipeline of a
+``data:`` section for single annotations (predict, explain). Files are read by
+:mod:`deformact.io`. Submodules load lazily.
 """
 
 from __future__ import annotations
@@ -27,17 +31,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from deformact.errors import DataError, VideoError
+
 from .constants import RGB_MEAN, RGB_STD
-from .errors import DataError
 
 _LAZY = {
-    "load_pyskl": "pyskl", "save_pyskl": "pyskl", "SafeUnpickler": "pyskl",
-    "SKELETONS": "skeletons", "Skeleton": "skeletons", "get_skeleton": "skeletons",
+    "SKELETONS": "skeletons", "Skeleton": "skeletons", "get_skeleton": "skeletons", "COCO17": "skeletons",
     "load_label_map": "labels", "segment_indices": "sampling",
-    "read_frames": "video", "find_media": "video", "count_frames": "video",
     "PysklDataset": "dataset", "SyntheticDataset": "synthetic",
-    "convert_penn_action": "penn_action", "PENN_ACTIONS": "penn_action",
+    "convert_penn_action": "penn_action", "PENN_ACTIONS": "penn_action", "add_holdout_split": "splits",
+    "Compose": "pipeline", "build_test_pipeline": "pipeline", "build_train_pipeline": "pipeline",
+    "clip_pipeline": "pipeline", "parse_modality": "pipeline",
 }
+# kept here for callers of the old paths; they live in deformact.io
+_IO = {"load_pyskl": "pyskl", "save_pyskl": "pyskl", "SafeUnpickler": "pyskl",
+       "read_clip": "video_read", "find_media": "video", "count_frames": "video",
+       "read_frames": "video_read:read_clip"}
 
 # data-section keys accepted by each dataset type (besides type/split/train/train_split/test_split)
 PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num_clips", "num_persons",
@@ -46,12 +55,16 @@ PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num
 SYNTHETIC_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "num_classes", "seed",
                   "num_train", "num_test", "layout", "skip_bad", "flip")
 
-__all__ = ["DataError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS", *_LAZY]
+__all__ = ["DataError", "VideoError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS",
+           *_LAZY, *_IO]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _IO:
+        module, _, attr = _IO[name].partition(":")
+        return getattr(importlib.import_module(f"deformact.io.{module}"), attr or name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

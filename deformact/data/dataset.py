@@ -1,5 +1,6 @@
-"""pyskl-format dataset: pose from a pyskl pickle, RGB from videos/frame folders, aligned sampling
-and augmentation (ARCHITECTURE.md "Tensors": the same frame indices for both modalities)."""
+"""pyskl-format dataset: the annotations of a pyskl pickle (checked at build time) run through the
+clip pipeline of :mod:`deformact.data.pipeline`; RGB from videos/frame folders under
+``video_root``, the same frame indices and crop for both modalities."""
 
 from __future__ import annotations
 
@@ -14,21 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import transforms as tf
-from .errors import DataError
+from deformact.errors import DataError
+from deformact.io.pyskl import load_pyskl
+from deformact.io.video import count_frames, find_media
+
 from .labels import load_label_map
-from .pyskl import load_pyskl
+from .pipeline import Compose, RankPersons, clip_pipeline, parse_modality
 from .sampling import segment_indices
 from .skeletons import Skeleton, get_skeleton
-from .video import count_frames, find_media, read_frames
 
-
-def parse_modality(modality: str) -> tuple[bool, bool]:
-    """'rgb+pose' | 'rgb' | 'pose' -> (use_rgb, use_pose)."""
-    parts = {p.strip() for p in str(modality).lower().split("+")}
-    if not parts or not parts <= {"rgb", "pose"}:
-        raise DataError(f"modality must be 'rgb+pose', 'rgb' or 'pose', got {modality!r}")
-    return "rgb" in parts, "pose" in parts
+__all__ = ["PysklDataset", "parse_modality"]
 
 
 class _SkipCounter:
@@ -55,12 +51,15 @@ class _SkipCounter:
 
 
 class PysklDataset(torch.utils.data.Dataset):
-    """Clips of a pyskl annotation file (see :mod:`deformact.data.pyskl`), optionally with RGB.
+    """Clips of a pyskl annotation file (see :mod:`deformact.io.pyskl`), optionally with RGB.
 
     Items: ``{"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}``
     (absent modalities omitted; with ``num_clips = N > 1`` at test time every tensor gets a leading
     N). Pose x, y are in [0, 1] relative to the (cropped) frame, score in [0, 1]; a missing joint
-    is (0, 0, 0). Every check that can fail on the annotation file runs here, at build time.
+    is (0, 0, 0). Every check that can fail on the annotation file runs here, at build time;
+    :attr:`anns` holds the checked annotations (pyskl keys, people ranked once in ``rank``) and
+    :attr:`pipeline` turns one into an item (:func:`deformact.data.build_test_pipeline` builds
+    the same test-time pipeline from a config's ``data:`` section).
     """
 
     def __init__(self, ann_file: str | os.PathLike, split: str | None = None, modality: str = "rgb+pose",
@@ -78,13 +77,13 @@ class PysklDataset(torch.utils.data.Dataset):
         self.frames, self.image_size, self.train = int(frames), int(image_size), bool(train)
         self.num_clips = 1 if train else int(num_clips)
         self.num_persons, self.skip_bad = int(num_persons), bool(skip_bad)
-        self.compact, self.compact_padding = bool(compact), float(compact_padding)
-        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
-        self.flip = float(flip) if train else 0.0
-        self.pose_norm = pose_norm
-        self.pose_aug = (float(pose_rotate), float(pose_scale), float(pose_shift)) if train else (0.0, 0.0, 0.0)
-        self.decode_threads = int(decode_threads)
-        self._check_options()
+        self._rank = RankPersons(num_persons=self.num_persons)
+        # the options are checked here, before the file is read
+        self.pipeline: Compose = clip_pipeline(
+            train=self.train, modality=modality, frames=frames, image_size=image_size, num_clips=num_clips,
+            num_persons=num_persons, layout=layout, compact=compact, compact_padding=compact_padding,
+            crop_scale=crop_scale, crop_ratio=crop_ratio, flip=flip, pose_norm=pose_norm, pose_rotate=pose_rotate,
+            pose_scale=pose_scale, pose_shift=pose_shift, decode_threads=decode_threads)
 
         data = load_pyskl(self.ann_file)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), (list, tuple)):
@@ -113,19 +112,6 @@ class PysklDataset(torch.utils.data.Dataset):
         self._media: dict[str, Path] = {}
 
     # ----------------------------------------------------------------------------- build-time checks
-    def _check_options(self) -> None:
-        if self.frames < 1 or self.image_size < 8 or self.num_clips < 1 or self.num_persons < 1:
-            raise DataError("frames, num_clips and num_persons must be >= 1 and image_size >= 8")
-        if self.pose_norm not in ("frame", "person"):
-            raise DataError(f"pose_norm must be 'frame' or 'person', got {self.pose_norm!r}")
-        if self.use_rgb and (self.pose_norm != "frame" or any(self.pose_aug)):
-            raise DataError("pose_norm='person' and pose_rotate/scale/shift are pose-only options "
-                            "(they would misalign the joints with the pixels)")
-        if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
-            raise DataError(f"crop_scale must be [min, max] within (0, 1], got {list(self.crop_scale)}")
-        if not (len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1]):
-            raise DataError(f"crop_ratio must be [min, max] > 0, got {list(self.crop_ratio)}")
-
     def _select_split(self, data: dict, anns: list, split: str | None) -> list:
         if split is None:
             return anns
@@ -186,7 +172,7 @@ class PysklDataset(torch.utils.data.Dataset):
                 raise DataError(f"{where}: bad img_shape {shape!r}") from None
             if h <= 0 or w <= 0:
                 raise DataError(f"{where}: bad img_shape {shape!r}")
-            out["img_wh"] = (w, h)
+            out["img_shape"] = (h, w)
         kp = a.get("keypoint")
         if kp is None:
             if self.use_pose:
@@ -213,14 +199,11 @@ class PysklDataset(torch.utils.data.Dataset):
             raise DataError(f"{where}: {e}") from None
         if kp.shape[1] < 1:
             raise DataError(f"{where}: keypoint has no frames")
-        if "img_wh" not in out:
+        if "img_shape" not in out:
             raise DataError(f"{where}: needs 'img_shape' (h, w) to normalize the keypoints")
         out["keypoint"] = kp
         out["keypoint_score"] = score
-        # people ranked once by total score over the clip (NaN counts as 0)
-        out["rank"] = tf.rank_persons(np.nan_to_num(score.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0),
-                                      self.num_persons)
-        return out
+        return self._rank(out)  # people ranked once, here, not per item
 
     # ------------------------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -270,71 +253,9 @@ class PysklDataset(torch.utils.data.Dataset):
         return self._media[fd]
 
     def load(self, index: int) -> dict[str, Any]:
-        """Load one sample (no bad-sample replacement)."""
+        """Load one sample (no bad-sample replacement): the annotation through :attr:`pipeline`."""
         ann = self.anns[index]
-        rng = self._get_rng() if self.train else None
-        n_clip, t = self.num_clips, self.frames
-        inds = segment_indices(self._num_frames(ann), t, n_clip, rng).reshape(-1)
-        flip = bool(rng is not None and self.flip > 0 and rng.random() < self.flip)
-
-        kp = score = None
-        if "keypoint" in ann:
-            sel = np.ix_(ann["rank"], inds)  # the top people at the sampled frames, one gather
-            kp, score = tf.sanitize(ann["keypoint"][sel], ann["keypoint_score"][sel])
-            kp = kp / np.asarray(ann["img_wh"], dtype=np.float32)  # normalized frame coordinates
-
-        box_state: dict[str, Any] = {}
-
-        def plan_box(src_wh: tuple[int, int]) -> tuple[float, float, float, float]:
-            if "box" not in box_state:
-                wh = ann.get("img_wh", src_wh)
-                region = (tf.compact_box(kp, score, wh, self.compact_padding)
-                          if self.compact and kp is not None else (0.0, 0.0, 1.0, 1.0))
-                box_state["box"] = (tf.random_resized_box(region, wh, rng, self.crop_scale, self.crop_ratio)
-                                    if rng is not None else tf.center_box(region, wh))
-            return box_state["box"]
-
-        item: dict[str, Any] = {}
+        results = {**ann, "rng": self._get_rng() if self.train else None}
         if self.use_rgb:
-            def size_fn(sw: int, sh: int) -> tuple[int, int]:
-                if "dec_wh" not in box_state:  # once per item: all frames share the plan
-                    dec_wh, pbox, snapped = tf.decode_plan(plan_box((sw, sh)), (sw, sh), self.image_size)
-                    box_state.update(dec_wh=dec_wh, pbox=pbox, box=snapped)
-                return box_state["dec_wh"]
-
-            frames, _ = read_frames(self._media_path(ann), inds, size_fn, self.decode_threads)
-            frames = tf.crop_frames(frames, box_state["pbox"], self.image_size)
-            s = self.image_size
-            rgb = tf.to_tensor(frames, flip=flip)  # 3 x (N*T) x S x S
-            if n_clip > 1:
-                rgb = rgb.view(3, n_clip, t, s, s).transpose(0, 1).contiguous()
-            item["rgb"] = rgb
-
-        if self.use_pose:
-            item.update(self._pose(ann, kp, score, plan_box, flip, rng))
-        item["label"] = ann["label"]
-        return item
-
-    def _pose(self, ann, kp, score, plan_box, flip, rng) -> dict[str, torch.Tensor]:
-        if self.pose_norm == "person":
-            kp = tf.person_normalize(kp, score, ann["img_wh"])
-        else:
-            kp = tf.crop_pose(kp, plan_box(ann["img_wh"]))
-        if flip:
-            kp, score = tf.flip_pose(kp, score, self.skeleton.flip_index)
-        if rng is not None and any(self.pose_aug):
-            kp = tf.affine_augment(kp, rng, *self.pose_aug)
-        m, nt, v = score.shape
-        out = np.zeros((self.num_persons, nt, v, 3), dtype=np.float32)
-        vis = score > 0
-        out[:m, ..., :2] = np.where(vis[..., None], kp, 0.0)
-        out[:m, ..., 2] = score
-        n_clip, t = self.num_clips, self.frames
-        pose = torch.from_numpy(out)
-        present = torch.from_numpy(vis.reshape(m, n_clip, t * v).any(-1))  # m x N
-        mask = torch.zeros(self.num_persons, n_clip, dtype=torch.bool)
-        mask[:m] = present
-        if n_clip > 1:
-            return {"pose": pose.view(self.num_persons, n_clip, t, v, 3).transpose(0, 1).contiguous(),
-                    "person_mask": mask.T.contiguous()}
-        return {"pose": pose, "person_mask": mask[:, 0]}
+            results["filename"] = self._media_path(ann)
+        return self.pipeline(results)

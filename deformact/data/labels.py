@@ -1,11 +1,11 @@
-"""Label maps: one class name per line (line N = label N-1), e.g. ../shared/label_maps/ntu60.txt."""
+"""Label maps: one class name per line (line N = label N-1), e.g. the 60 NTU RGB+D action names."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .errors import DataError
+from deformact.errors import DataError
 
 
 def load_label_map(path: str | os.PathLike) -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from .errors import DataError
-from .pyskl import save_pyskl
+from deformact.errors import DataError
+from deformact.io.pyskl import save_pyskl
 
 PENN_ACTIONS = ("baseball_pitch", "baseball_swing", "bench_press", "bowl", "clean_and_jerk", "golf_swing",
                 "jump_rope", "jumping_jacks", "pullup", "pushup", "situp", "squat", "strum_guitar",

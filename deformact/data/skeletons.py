@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DataError
+from deformact.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError
+from deformact.errors import DataError
+
 from .sampling import segment_indices  # noqa: F401  (same clock as real data: frame i of T at (i + u) / T)
 from .skeletons import COCO17
 from .transforms import normalize
@@ -274,7 +275,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
                  frames: int = 8, image_size: int = 64, seed: int = 0, num_classes: int = 12,
                  num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1) -> None:
-        from .dataset import parse_modality
+        from .pipeline import parse_modality
 
         if split not in ("train", "test"):
             raise DataError(f"synthetic split must be 'train' or 'test', got {split!r}")

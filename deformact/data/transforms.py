@@ -1,4 +1,5 @@
-"""Transforms shared by both modalities (numpy; no torchvision).
+"""The numeric steps of the clip pipeline (numpy; no torchvision), used by
+:mod:`deformact.data.pipeline`.
 
 Geometry is carried as a crop box in normalized frame coordinates ``(x0, y0, x1, y1)`` (0 = left/top
 edge, 1 = right/bottom edge of the frame); the same box crops the pixels and renormalizes the
@@ -148,6 +149,12 @@ def decode_plan(box: tuple[float, float, float, float], src_wh: tuple[int, int],
     ph = size if dh == round(size / (y1 - y0)) else max(1, round((y1 - y0) * dh))
     px0, py0 = round(x0 * dw), round(y0 * dh)
     return (dw, dh), (px0, py0, px0 + pw, py0 + ph), (px0 / dw, py0 / dh, (px0 + pw) / dw, (py0 + ph) / dh)
+
+
+def decode_size(box: tuple[float, float, float, float], size: int, src_w: int, src_h: int) -> tuple[int, int]:
+    """The decode size (w, h) of :func:`decode_plan`, as a ``size_fn`` for
+    :func:`deformact.io.read_clip` (``functools.partial(decode_size, box, size)``)."""
+    return decode_plan(box, (src_w, src_h), size)[0]
 
 
 def crop_frames(frames: np.ndarray, pbox: tuple[int, int, int, int], size: int) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,31 +20,36 @@ import numpy as np
 import torch
 from torch import nn
 
+from deformact.engine import outputs
+from deformact.errors import CheckpointError
+
 FORMAT = "deformact-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, corrupt, foreign or does not fit the model."""
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
 
-    A kill at any moment leaves either the previous file or the new one, never a torn one.
+    A kill at any moment leaves either the previous file or the new one, never a torn one; so
+    does a full disk, which becomes one :class:`CheckpointError` naming the file and the OS error.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **state}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {outputs.describe_os_error(e)}; "
+                              "the previous file there (if any) is unchanged") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     try:  # make the rename itself durable (best effort; not every filesystem allows it)
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -56,8 +63,41 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
 
 def remove_stale_temps(folder: str | Path) -> None:
     """Delete temp files left by a save that was killed before its rename."""
-    for tmp in Path(folder).glob(".*.pt.tmp*"):
-        tmp.unlink(missing_ok=True)
+    outputs.remove_stale_temps(folder)
+
+
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\s*\n|$)", re.S)
+
+
+def load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words.
+
+    torch's own message advises loading with ``weights_only=False``, which would run code from the
+    file; that advice is never passed on: only the unpickler's reason, or the kind of failure, is.
+    """
+    text = str(e).strip()
+    found = _UNPICKLER.search(text)
+    if found:
+        reason = "it holds objects a safe load refuses (" + found.group(1).splitlines()[0].strip() + ")"
+    elif isinstance(e, EOFError) or not text:
+        reason = f"the file is empty or ends too early ({type(e).__name__})"
+    else:
+        reason = text.splitlines()[0]
+    if "weights_only" in reason or "weights only" in reason.lower():
+        reason = type(e).__name__
+    return reason[:200]
+
+
+def safe_torch_load(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` (never runs code from the file) without torch's warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items())
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -66,11 +106,10 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = safe_torch_load(path, map_location)
     except Exception as e:  # torch raises several types for truncated / foreign / unsafe files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (corrupt, truncated or not a torch file): {reason[:200]}"
+            f"{path}: not a readable checkpoint (corrupt, truncated or not a torch file): {load_failure(e)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a deformact checkpoint (no '{FORMAT}' marker)")
@@ -79,6 +118,10 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     for key in ("model", "config", "class_names"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: deformact checkpoint without {key!r}")
+    for key in ("model", "ema"):
+        if (key == "model" or ckpt.get(key) is not None) and not _is_state_dict(ckpt[key]):
+            raise CheckpointError(f"{path}: its {key!r} entry is not a state dict (names -> tensors) but "
+                                  f"{type(ckpt[key]).__name__}")
     return ckpt
 
 
@@ -102,8 +145,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> nn.Module:
     ckpt = read_checkpoint(path, map_location="cpu")
     config = ckpt["config"]
     try:
-        model = build_model(config=ModelConfig(**config["model"]))
-    except (TypeError, ValueError, KeyError) as e:
+        fields = {k: v for k, v in config["model"].items() if k != "preset"}  # all fields: the preset adds nothing
+        model = build_model(config=ModelConfig(**fields))
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: model config cannot be rebuilt: {e}") from None
     load_state(model, ckpt["ema"] if ckpt.get("ema") else ckpt["model"], path)
     model.class_names = list(ckpt["class_names"])
@@ -139,3 +183,35 @@ def set_rng_state(state: Mapping[str, Any], loader_generator: torch.Generator | 
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"].cpu())
+
+
+# --- does a checkpoint fit the data it is tested on? -----------------------------------------------
+
+# the run-config setting each data-given model field comes from (docs/TRAINING.md, "Keys")
+FIELD_SOURCE = {"num_classes": "data.num_classes or the label map", "modality": "data.modality",
+                "frames": "data.frames", "image_size": "data.image_size", "num_persons": "data.num_persons",
+                "num_joints": "the data's skeleton layout", "pose_channels": "the data's keypoint channels"}
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "modality" and isinstance(a, str) and isinstance(b, str):
+        return set(a.split("+")) == set(b.split("+"))
+    return a == b
+
+
+def check_fits(path: str | Path, model_config: Mapping[str, Any], shapes: Mapping[str, Any]) -> None:
+    """CheckpointError naming every field where the checkpoint's model and the test data disagree.
+
+    ``shapes``: what the data gives (:func:`deformact.engine.builders.infer_shapes`).
+    """
+    diffs = []
+    for key, value in shapes.items():
+        if key not in model_config or _same(key, model_config[key], value):
+            continue
+        if key == "num_classes":
+            diffs.append(f"it predicts {model_config[key]} classes but the test split has {value}")
+        else:
+            diffs.append(f"{key}: checkpoint {model_config[key]!r}, test data {value!r} "
+                         f"({FIELD_SOURCE.get(key, 'data')})")
+    if diffs:
+        raise CheckpointError(f"{path} does not fit the test data: {'; '.join(diffs)}")

@@ -1,13 +1,17 @@
-"""Run configs: YAML files + ``--set a.b=c`` overrides, merged onto defaults and validated.
+"""Run configs on disk and on the command line: YAML files with ``_base_`` includes, ``--set
+a.b=value`` overrides, and where the shipped configs live.
 
-A run config is plain data (dicts, lists, numbers, strings) so that it can be stored inside a
-checkpoint that loads with ``torch.load(weights_only=True)``.
+A config file may start with ``_base_: [_base_/x.yaml, ...]`` (paths relative to the file, as in
+mmaction2 / pyskl): the bases are merged in order, section by section, then the file's own keys
+on top, so a dataset's file holds only what differs from the shared blocks. The merged dict is
+checked by :class:`~deformact.engine.schema.RunConfig`. The shipped configs are package data in
+``deformact/configs/`` (:data:`CONFIG_DIR`), so ``load_config("synthetic")`` finds
+``synthetic.yaml`` from any working directory; a path that exists is always read as given.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,47 +19,12 @@ from typing import Any
 
 import yaml
 
+from deformact.engine.schema import ModelSection, RunConfig, unknown_key
+from deformact.errors import ConfigError
+from deformact.models.config import DEFAULT_PRESET, ModelConfig, make_config
 
-class ConfigError(ValueError):
-    """A config file or override that the user can fix (printed as one line by the CLI)."""
-
-
-# Everything the engine itself reads. `model` and `data` are validated by their own builders
-# (ModelConfig fields, build_dataset keywords), so only their presence is checked here.
-DEFAULTS: dict[str, Any] = {
-    "model": {"preset": "demo"},
-    "data": {},  # passed to deformact.data.build_dataset; `type` is required
-    "train": {
-        "optimizer": "adamw",  # adamw | sgd
-        "lr": 1e-3,  # peak learning rate (after warm-up)
-        "min_lr": 0.0,  # end of the cosine schedule
-        "weight_decay": 0.05,  # not applied to norms, biases, embeddings, tokens
-        "momentum": 0.9,  # sgd only
-        "nesterov": True,  # sgd only
-        "betas": [0.9, 0.999],  # adamw only
-        "batch_size": 16,  # per process (per GPU under torchrun)
-        "warmup_epochs": 0.0,  # linear warm-up, counted in optimizer steps (fractions allowed)
-        "label_smoothing": 0.0,
-        "clip_grad": None,  # max global grad norm, or null
-        "amp": False,  # false | bf16 | fp16 (GPU only) | true (= fp16 on GPU, bf16 on CPU)
-        "ema": None,  # null or an EMA decay such as 0.999; evaluation then uses the EMA weights
-        "num_workers": 0,
-        "eval_every": 1,  # evaluate on the test split every N epochs (and after the last)
-        "eval_clips": 1,  # clips per video during per-epoch evaluation (final test: data.num_clips)
-        "device": "auto",  # auto | cpu | cuda | cuda:N
-        "deterministic": True,  # deterministic algorithms; exact resume on CPU needs it
-        "log_every": 20,  # TensorBoard train-loss scalar every N steps
-    },
-    "test": {
-        "batch_size": None,  # videos per batch at test time (null: train.batch_size)
-        "checkpoint": "last",  # weights for the final test: last | best (best = best eval top-1)
-        "average": "prob",  # multi-clip averaging: prob (softmax) | score (logits)
-    },
-    "epochs": 30,
-    "seed": 0,
-}
-
-TOP_LEVEL = tuple(DEFAULTS)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+BASE_KEY = "_base_"
 
 
 def _yaml_loader() -> type[yaml.SafeLoader]:
@@ -90,8 +59,9 @@ def parse_value(text: str) -> Any:
         return text  # e.g. "a: b: c" -- keep it as the literal string the user typed
 
 
-def _merge(base: dict, update: Mapping) -> dict:
-    out = copy.deepcopy(base)
+def _merge(base: Mapping, update: Mapping) -> dict:
+    """``update`` over ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
@@ -100,110 +70,28 @@ def _merge(base: dict, update: Mapping) -> dict:
     return out
 
 
-def _unknown(key: str, known: Iterable[str], where: str) -> ConfigError:
-    known = list(known)
-    hint = difflib.get_close_matches(key, known, n=1)
-    also = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return ConfigError(f"unknown key {where}{key!r}{also}; expected one of: {', '.join(known)}")
+# --- locating and reading files ------------------------------------------------------------------
 
 
-def apply_overrides(cfg: Mapping, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a copy of ``cfg``."""
-    out = copy.deepcopy(dict(cfg))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"bad override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
-        parts = key.split(".")
-        if parts[0] not in TOP_LEVEL:
-            raise _unknown(parts[0], TOP_LEVEL, "")
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"bad override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
-            node = child
-        node[parts[-1]] = parse_value(raw)
-    return out
+def list_configs() -> list[str]:
+    """Names of the shipped configs (``deformact/configs/*.yaml``, bases left out)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def validate_config(cfg: Mapping) -> dict:
-    """Merge ``cfg`` onto :data:`DEFAULTS` and check what the engine reads. Returns a new dict."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"a config must be a mapping, got {type(cfg).__name__}")
-    for key in cfg:
-        if key not in TOP_LEVEL:
-            raise _unknown(str(key), TOP_LEVEL, "")
-    for section in ("model", "data", "train", "test"):
-        if cfg.get(section) is not None and not isinstance(cfg[section], Mapping):
-            raise ConfigError(f"{section}: must be a mapping, got {cfg[section]!r}")
-    out = _merge(DEFAULTS, {k: v for k, v in cfg.items() if v is not None})
-    for section in ("train", "test"):
-        for key in out[section]:
-            if key not in DEFAULTS[section]:
-                raise _unknown(key, DEFAULTS[section], f"{section}.")
-    t = out["train"]
-
-    def check(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-
-    def number(section: str, key: str, lo: float = 0.0, integer: bool = False, strict: bool = False) -> None:
-        v = out[section][key]
-        kind = int if integer else (int, float)
-        good = isinstance(v, kind) and not isinstance(v, bool) and (v > lo if strict else v >= lo)
-        check(good, f"{section}.{key} must be {'an integer' if integer else 'a number'} "
-                    f"{'>' if strict else '>='} {lo}, got {v!r}")
-
-    check(isinstance(out["epochs"], int) and not isinstance(out["epochs"], bool) and out["epochs"] >= 0,
-          f"epochs must be an integer >= 0, got {out['epochs']!r}")
-    check(isinstance(out["seed"], int) and not isinstance(out["seed"], bool),
-          f"seed must be an integer, got {out['seed']!r}")
-    check(t["optimizer"] in ("adamw", "sgd"), f"train.optimizer must be adamw or sgd, got {t['optimizer']!r}")
-    number("train", "lr", strict=True)
-    number("train", "min_lr")
-    number("train", "weight_decay")
-    number("train", "momentum")
-    number("train", "warmup_epochs")
-    number("train", "label_smoothing")
-    check(t["label_smoothing"] < 1, f"train.label_smoothing must be < 1, got {t['label_smoothing']!r}")
-    number("train", "batch_size", lo=1, integer=True)
-    number("train", "num_workers", integer=True)
-    number("train", "eval_every", integer=True)
-    number("train", "eval_clips", lo=1, integer=True)
-    number("train", "log_every", lo=1, integer=True)
-    check(isinstance(t["betas"], (list, tuple)) and len(t["betas"]) == 2
-          and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in t["betas"]),
-          f"train.betas must be two numbers in [0, 1), got {t['betas']!r}")
-    if t["clip_grad"] is not None:
-        number("train", "clip_grad", strict=True)
-    if t["ema"] is not None and t["ema"] is not False:
-        check(isinstance(t["ema"], float) and 0 < t["ema"] < 1,
-              f"train.ema must be null or a decay in (0, 1) such as 0.999, got {t['ema']!r}")
-    check(t["amp"] in (False, True, None, "none", "bf16", "fp16", "auto"),
-          f"train.amp must be false, true, bf16 or fp16, got {t['amp']!r}")
-    check(isinstance(t["device"], str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", t["device"]) is not None,
-          f"train.device must be auto, cpu, cuda or cuda:N, got {t['device']!r}")
-    check(isinstance(t["deterministic"], bool),
-          f"train.deterministic must be true or false, got {t['deterministic']!r}")
-    te = out["test"]
-    if te["batch_size"] is not None:
-        number("test", "batch_size", lo=1, integer=True)
-    check(te["checkpoint"] in ("last", "best"), f"test.checkpoint must be last or best, got {te['checkpoint']!r}")
-    check(te["average"] in ("prob", "score"), f"test.average must be prob or score, got {te['average']!r}")
-    check(isinstance(out["model"].get("preset", "demo"), str), "model.preset must be a preset name")
-    check(isinstance(out["data"].get("type"), str), "data.type must be set (synthetic or pyskl)")
-    return out
+def config_path(name: str | Path) -> Path:
+    """The file a ``-c`` argument means: the path itself when it exists, else a shipped config
+    by name (``synthetic`` or ``synthetic.yaml``); ConfigError when neither exists."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and path.name:
+        shipped = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"config file not found: {path}")
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """Read a YAML run config, apply ``--set`` overrides and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except yaml.YAMLError as e:
@@ -216,12 +104,108 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
-    for key in raw:
-        if key not in TOP_LEVEL:
-            raise ConfigError(f"{path}: {_unknown(str(key), TOP_LEVEL, '')}")
-    return validate_config(apply_overrides(raw, overrides))
+    return raw
 
 
-def dump_config(cfg: Mapping) -> str:
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A config file with its ``_base_`` files merged in (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    key = path.resolve()
+    if key in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(key):], key))
+        raise ConfigError(f"{path}: {BASE_KEY} includes form a cycle: {cycle}")
+    raw = _read_yaml(path)
+    bases = raw.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    keys = RunConfig.keys()
+    for name in raw:
+        if name not in keys:
+            raise ConfigError(f"{path}: {unknown_key(str(name), keys)}")
+    merged: dict = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} file not found: {base_path}")
+        merged = _merge(merged, read_config_file(base_path, (*_chain, key)))
+    return _merge(merged, raw)
+
+
+# --- overrides ------------------------------------------------------------------------------------
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (``["a", "b"]``, value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {item!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
+    return key.split("."), parse_value(raw)
+
+
+def apply_overrides(cfg: Mapping | RunConfig, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a copy of ``cfg``; a whole
+    section can be replaced too (``data={type: synthetic}``)."""
+    out = copy.deepcopy(cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg))
+    keys = RunConfig.keys()
+    for item in overrides:
+        parts, value = parse_override(item)
+        if parts[0] not in keys:
+            raise unknown_key(parts[0], keys)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"bad override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def apply_model_overrides(preset: str = DEFAULT_PRESET, overrides: Iterable[str] = (), *, bare: bool = False,
+                          **fields: Any) -> ModelConfig:
+    """A ModelConfig from a preset, keyword ``fields`` and ``--set model.FIELD=VALUE`` overrides
+    (the run-config grammar; ``model.preset=NAME`` switches the preset). With ``bare``, ``FIELD=VALUE``
+    means ``model.FIELD=VALUE`` (``deformact info``, which has no other sections)."""
+    section: dict[str, Any] = {"preset": preset, **fields}
+    for item in overrides:
+        parts, value = parse_override(item)
+        if bare and len(parts) == 1 and parts[0] not in RunConfig.keys():
+            parts = ["model", *parts]
+        if len(parts) != 2 or parts[0] != "model":
+            raise ConfigError(f"bad override {item!r}: only model.FIELD=VALUE applies to a model")
+        section[parts[1]] = value
+    model = ModelSection.from_dict(section)
+    try:
+        return make_config(model.preset, **model.fields)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model: {e}") from None
+
+
+# --- the public entry points -----------------------------------------------------------------------
+
+
+def validate_config(cfg: Mapping | RunConfig) -> dict:
+    """Check ``cfg`` and fill in the defaults; returns a new plain dict (:meth:`RunConfig.to_dict`)."""
+    return RunConfig.from_dict(cfg).to_dict()
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a YAML run config (a path or a shipped config's name), apply ``--set`` overrides, check it."""
+    return RunConfig.from_dict(apply_overrides(read_config_file(config_path(path)), overrides))
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """:func:`load_run_config` as a plain dict."""
+    return load_run_config(path, overrides).to_dict()
+
+
+def dump_config(cfg: Mapping | RunConfig) -> str:
     """YAML text of a config (what ``DIR/config.yaml`` holds)."""
-    return yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None)
+    data = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from deformact.engine.config import ConfigError
+from deformact.engine.runtime import resolve_device
 
 
 @dataclass
@@ -40,15 +40,11 @@ def setup(device: str = "auto") -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device asks for CUDA but no GPU is visible; use train.device=cpu")
-        dev = torch.device("cuda", local_rank if world > 1 or device == "cuda" else int(device.split(":")[1]))
+    dev = resolve_device(device, name="train.device")
+    if dev.type == "cuda":
+        # one GPU per process under torchrun; "auto" and "cuda" mean this process's GPU
+        dev = torch.device("cuda", local_rank if world > 1 or dev.index is None else dev.index)
         torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
     owns = False
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
@@ -59,10 +55,15 @@ def setup(device: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=dev, owns_group=owns)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Leave the process group if :func:`setup` created it."""
+def teardown(ctx: DistContext, clean: bool = True) -> None:
+    """Leave the process group if :func:`setup` created it.
+
+    ``clean=False`` (the run is ending with an error) skips the final barrier: a peer that already
+    died would leave this process waiting at it.
+    """
     if ctx.owns_group and dist.is_initialized():
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -91,6 +92,7 @@ def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op when not distributed)."""
     if ctx.distributed:
         dist.barrier()
 

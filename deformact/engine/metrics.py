@@ -21,6 +21,7 @@ class Results:
     label: list[np.ndarray] = field(default_factory=list)
     topk: list[np.ndarray] = field(default_factory=list)  # N x k predicted classes, best first
     loss: list[np.ndarray] = field(default_factory=list)  # N per-sample cross-entropy (float64)
+    scores: list[np.ndarray] = field(default_factory=list)  # N x C clip-averaged scores (float32)
 
     def add(self, index: torch.Tensor, label: torch.Tensor, scores: torch.Tensor, average: str) -> None:
         """Record one batch. ``scores``: B x C clip-averaged probabilities or logits."""
@@ -31,17 +32,22 @@ class Results:
             logp = torch.log_softmax(scores, dim=-1)
         nll = -logp.gather(1, label.view(-1, 1)).squeeze(1)
         k = min(5, scores.shape[1])
+        kept = scores.detach().cpu().numpy().astype(np.float32)
         self.index.append(index.cpu().numpy().astype(np.int64))
         self.label.append(label.cpu().numpy().astype(np.int64))
-        self.topk.append(scores.topk(k, dim=1).indices.cpu().numpy().astype(np.int64))
+        # stable order: ties go to the lower class index, so the saved scores' argmax is the top-1
+        self.topk.append(np.argsort(-kept, axis=1, kind="stable")[:, :k].astype(np.int64))
         self.loss.append(nll.double().cpu().numpy())
+        self.scores.append(kept)
 
     def arrays(self) -> dict[str, np.ndarray]:
         if not self.index:
             return {"index": np.zeros(0, np.int64), "label": np.zeros(0, np.int64),
-                    "topk": np.zeros((0, 1), np.int64), "loss": np.zeros(0, np.float64)}
+                    "topk": np.zeros((0, 1), np.int64), "loss": np.zeros(0, np.float64),
+                    "scores": np.zeros((0, 0), np.float32)}
         return {"index": np.concatenate(self.index), "label": np.concatenate(self.label),
-                "topk": np.concatenate(self.topk), "loss": np.concatenate(self.loss)}
+                "topk": np.concatenate(self.topk), "loss": np.concatenate(self.loss),
+                "scores": np.concatenate(self.scores)}
 
 
 def merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -50,8 +56,9 @@ def merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not parts:
         return Results().arrays()
     k = min(p["topk"].shape[1] for p in parts)
+    keys = [key for key in ("index", "label", "topk", "loss", "scores") if all(key in p for p in parts)]
     out = {key: np.concatenate([p[key] for p in parts]) if key != "topk"
-           else np.concatenate([p["topk"][:, :k] for p in parts]) for key in ("index", "label", "topk", "loss")}
+           else np.concatenate([p["topk"][:, :k] for p in parts]) for key in keys}
     order = np.argsort(out["index"], kind="stable")
     return {key: value[order] for key, value in out.items()}
 

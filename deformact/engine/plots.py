@@ -1,4 +1,5 @@
-"""Training curves and confusion matrix as PNG (matplotlib's Agg canvas, no display needed)."""
+"""Training curves and confusion matrix as PNG (matplotlib's Agg canvas, no display needed), written
+atomically (temp file + rename)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from deformact.engine.outputs import atomic_write
 
 
 def _figure(width: float, height: float):
@@ -40,8 +43,7 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), "plot")
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
@@ -70,5 +72,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
                             color="white" if rows[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), "plot")

@@ -5,16 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from deformact.models.backbone import PositionEmbedding3D, RGBBackbone
-from deformact.models.config import PRESETS, ModelConfig, make_config
+from deformact.models.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    ModelConfig,
+    list_presets,
+    make_config,
+    preset_fields,
+    register_preset,
+)
 from deformact.models.deformable import DeformableAttention3D, TokenSearch3D, trilinear_sample
 from deformact.models.pose_embed import PoseEmbedding
 from deformact.models.stride_attention import JointStrideAttention, TemporalStrideAttention
 from deformact.models.transformer import CrossModalTokens, DeformableTransformer, DeformableTransformerBlock
 
 
-def build_model(preset: str = "paper", config: ModelConfig | dict | None = None, **overrides: Any
+def build_model(preset: str = DEFAULT_PRESET, config: ModelConfig | dict | None = None, **overrides: Any
                 ) -> DeformableTransformer:
-    """``build_model(preset="paper", num_classes=60)``; any ModelConfig field can be overridden.
+    """``build_model(preset="paper", num_classes=60)``; any ModelConfig field can be overridden
+    (``preset`` defaults to :data:`DEFAULT_PRESET`; :func:`list_presets` names them all).
     ``config=`` (a ModelConfig or its dict) rebuilds a model exactly, e.g. from a checkpoint."""
     if config is not None:
         cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
@@ -26,8 +35,8 @@ def build_model(preset: str = "paper", config: ModelConfig | dict | None = None,
 
 
 __all__ = [
-    "PRESETS", "CrossModalTokens", "DeformableAttention3D", "DeformableTransformer",
+    "DEFAULT_PRESET", "PRESETS", "CrossModalTokens", "DeformableAttention3D", "DeformableTransformer",
     "DeformableTransformerBlock", "JointStrideAttention", "ModelConfig", "PoseEmbedding",
     "PositionEmbedding3D", "RGBBackbone", "TemporalStrideAttention", "TokenSearch3D", "build_model",
-    "make_config", "trilinear_sample",
+    "list_presets", "make_config", "preset_fields", "register_preset", "trilinear_sample",
 ]

@@ -1,4 +1,4 @@
-"""RGB backbone: frames -> feature volume B x D x T' x H/16 x W/16 (ARCHITECTURE.md, component 1).
+"""RGB backbone: frames -> feature volume B x D x T' x H/16 x W/16 (docs/DESIGN.md, "RGB backbone").
 
 A compact ResNet3D-style stem trained from scratch (the paper's "no pre-training"). Blocks are
 (2+1)D — a 1x3x3 spatial conv then a 3x1x1 temporal conv — which costs far less than full 3x3x3

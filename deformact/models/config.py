@@ -1,8 +1,16 @@
-"""Model configuration and presets (ARCHITECTURE.md, "Scale")."""
+"""Model configuration and the preset registry.
+
+:class:`ModelConfig` holds every size and switch of the model (docs/DESIGN.md says which follow the
+paper and which are ours). A preset is a named set of field values, registered with
+:func:`register_preset` in the manner of timm's ``@register_model``; :func:`list_presets` feeds the
+command line's ``--preset`` choices and :data:`DEFAULT_PRESET` is the one used when none is named
+(by ``build_model`` and by a run config's ``model`` section alike).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +54,9 @@ class ModelConfig:
     attn_drop: float = 0.0
     head_dropout: float = 0.3
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (ignored by the model)
+    # skeleton layout of the pose input (coco17 | ntu25 | penn13); None = inferred from num_joints.
+    # Joint stride attention groups its bones and flip pairs by it (docs/DESIGN.md)
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         # YAML/JSON round-trips turn tuples into lists
@@ -86,6 +97,12 @@ class ModelConfig:
              f"T' = frames / temporal_patch = {self.token_frames} must be divisible by temporal_stride")
         need(self.joint_stride <= self.num_joints, "joint_stride must be <= num_joints")
         need(len(self.ref_downsample) == 3, "ref_downsample must have 3 entries (t, h, w)")
+        if self.layout is not None:
+            from deformact.data.skeletons import SKELETONS
+
+            need(self.layout in SKELETONS, f"layout must be one of {sorted(SKELETONS)} or None, got {self.layout!r}")
+            v = SKELETONS[self.layout].num_joints
+            need(v == self.num_joints, f"layout {self.layout} has {v} joints, num_joints is {self.num_joints}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -102,17 +119,49 @@ class ModelConfig:
         return cls(**d)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # ARCHITECTURE.md paper scale: T=16 at 224^2 (8 x 14 x 14 = 1,568 RGB tokens), M=2, V=17, D=256, L=4, h=8
-    "paper": dict(frames=16, image_size=224, num_joints=17, num_persons=2, dim=256, depth=4, heads=8),
-    # CPU demo: trains in minutes on 2 cores
-    "demo": dict(frames=8, image_size=64, num_joints=17, num_persons=2, dim=64, depth=2, heads=4,
-                 mlp_ratio=2.0, backbone_channels=(16, 32, 64), drop_path=0.0, head_dropout=0.1),
-}
+DEFAULT_PRESET = "paper"
+
+# name -> the ModelConfig fields the preset sets; filled by @register_preset, read with preset_fields()
+PRESETS: dict[str, dict[str, Any]] = {}
 
 
-def make_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
-    """Preset values, then keyword overrides; unknown names are an error."""
+def register_preset(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Register a preset: ``fn`` (no arguments) returns the ModelConfig fields it sets; its name is
+    the preset's name. Fields are checked at registration, so a bad preset fails on import."""
+    name = fn.__name__
+    if name in PRESETS:
+        raise ValueError(f"preset {name!r} is registered twice")
+    values = dict(fn())
+    ModelConfig.from_dict(values)  # unknown fields or inconsistent sizes: an error now, not at use
+    PRESETS[name] = values
+    return fn
+
+
+def list_presets() -> list[str]:
+    """Names of the registered presets, sorted."""
+    return sorted(PRESETS)
+
+
+def preset_fields(preset: str) -> dict[str, Any]:
+    """A copy of the fields ``preset`` sets; ValueError naming the choices when it is unknown."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    return ModelConfig.from_dict({**PRESETS[preset], **overrides})
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
+    return dict(PRESETS[preset])
+
+
+@register_preset
+def paper() -> dict[str, Any]:
+    """The paper's scale: T=16 at 224x224 (8 x 14 x 14 = 1,568 RGB tokens), M=2, V=17, D=256, L=4, h=8."""
+    return dict(frames=16, image_size=224, num_joints=17, num_persons=2, dim=256, depth=4, heads=8)
+
+
+@register_preset
+def demo() -> dict[str, Any]:
+    """Ours: the CPU demo (T=8 at 64x64, D=64, L=2, h=4); trains in minutes on 2 cores."""
+    return dict(frames=8, image_size=64, num_joints=17, num_persons=2, dim=64, depth=2, heads=4,
+                mlp_ratio=2.0, backbone_channels=(16, 32, 64), drop_path=0.0, head_dropout=0.1)
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
+    """Preset values, then keyword overrides; unknown names are an error."""
+    return ModelConfig.from_dict({**preset_fields(preset), **overrides})

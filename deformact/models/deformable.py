@@ -1,4 +1,4 @@
-"""3D deformable attention (ARCHITECTURE.md, component 4a; paper Sec. 3.2).
+"""3D deformable attention (paper Sec. 3.2; docs/DESIGN.md, "3DTS").
 
 3D token search (3DTS) lays a reference grid over the RGB feature volume, an offset network moves
 each reference point, and the deformable tokens Z~ are read there by trilinear interpolation.
@@ -18,8 +18,9 @@ from deformact.models.layers import Attention
 
 
 def trilinear_sample(volume: Tensor, coords: Tensor) -> Tensor:
-    """Read ``volume`` (S x C x T x H x W) at ``coords`` (S x P x 3, (t, y, x) in [-1, 1],
-    align_corners=True; outside reads zeros) -> S x C x P.
+    """Read ``volume`` (S x C x T x H x W) at ``coords`` (S x P x 3, (t, y, x) in [-1, 1] with
+    align_corners=True: -1 and 1 are the centres of the first and last token; outside reads zeros)
+    -> S x C x P.
 
     One batched ``grid_sample`` call; while exporting to ONNX a gather-based path is used instead
     (ONNX GridSample is 2D-only in most runtimes). Both give the same numbers.
@@ -54,24 +55,31 @@ def trilinear_sample_gather(volume: Tensor, coords: Tensor) -> Tensor:
     return out
 
 
+def pool_axis(x: Tensor, axis: int, out: int) -> Tensor:
+    """Adaptive average pooling of one axis to ``out`` bins (the bins of ``F.adaptive_avg_pool3d``:
+    bin i covers [floor(i n / out), ceil((i + 1) n / out))), as a small matmul that exports to ONNX."""
+    n = x.shape[axis]
+    if out == n:
+        return x
+    weight = x.new_zeros(out, n)
+    for i in range(out):
+        lo, hi = i * n // out, -(-(i + 1) * n // out)
+        weight[i, lo:hi] = 1.0 / (hi - lo)
+    return (x.movedim(axis, -1) @ weight.T).movedim(-1, axis)
+
+
 def pool_to_grid(x: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """Adaptive average pooling of the last three axes to ``size`` (the same bins as
-    ``F.adaptive_avg_pool3d``), written as three small matmuls so that it exports to ONNX."""
+    """Adaptive average pooling of the last three axes to ``size``."""
     for axis, out in zip((-3, -2, -1), size):
-        n = x.shape[axis]
-        weight = x.new_zeros(out, n)
-        for i in range(out):  # bin i covers [floor(i n / out), ceil((i + 1) n / out))
-            lo, hi = i * n // out, -(-(i + 1) * n // out)
-            weight[i, lo:hi] = 1.0 / (hi - lo)
-        x = (x.movedim(axis, -1) @ weight.T).movedim(-1, axis)
+        x = pool_axis(x, axis, out)
     return x
 
 
 def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device=None,
                    dtype: torch.dtype = torch.float32) -> Tensor:
     """Centres of a uniform grid of ``size`` cells over a ``volume`` of tokens, as (t, y, x) in
-    [-1, 1] align_corners coordinates -> (t h w) x 3. With a volume divisible by the grid, the
-    trilinear read at a centre equals average-pooling the cell."""
+    [-1, 1] align_corners coordinates -> (t h w) x 3. With a volume divisible by the grid into
+    cells of 2 (or 1) tokens per axis, the trilinear read at a centre equals average-pooling the cell."""
     axes = []
     for n, full in zip(size, volume):
         centres = (torch.arange(n, device=device, dtype=dtype) + 0.5) * (full / n) - 0.5
@@ -79,9 +87,33 @@ def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], dev
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
+def cell_size(size: tuple[int, int, int], volume: tuple[int, int, int], device=None,
+              dtype: torch.dtype = torch.float32) -> Tensor:
+    """One grid cell per axis in align_corners coordinates: volume/size tokens, and one token is
+    2 / (n - 1) there (not 2 / n)."""
+    return torch.tensor([(full / n) * 2 / max(full - 1, 1) for n, full in zip(size, volume)],
+                        device=device, dtype=dtype)
+
+
+def to_clip_fraction(points: Tensor, volume: tuple[int, int, int]) -> Tensor:
+    """align_corners coordinates over a token ``volume`` -> fractions of the clip's extent (0 = the
+    first frame's start / the image's top or left edge, 1 = the end / bottom or right edge): token i
+    of n is centred at (i + 0.5) / n."""
+    n = points.new_tensor(volume)
+    return ((points + 1) / 2 * (n - 1) + 0.5) / n
+
+
 class TokenSearch3D(nn.Module):
     """3DTS: a reference grid downsampled from T' x H' x W' plus learned, bounded 3D offsets.
 
+    The reads come from the *value volume*: the token volume, average-pooled in time to
+    ``grid_t * r_t`` frames when the temporal cap (``max_frames``) makes a cell span more than
+    ``r_t`` frames. A cell then spans ``r_t`` value frames, and with factors r <= 2 its read at zero
+    offset is the mean of every token frame and of the (2 x 2) tokens of its span (a trilinear read
+    spans at most 2 entries per axis). Offsets are ``tanh`` bounded to
+    ``offset_range`` cells per axis, exactly, and start at zero (the last layer is zero-initialized),
+    so a new model reads the uniform grid. The offset network (docs/DESIGN.md): the query volume is
+    average-pooled to one feature per cell, then depthwise 3D conv -> GELU -> 1x1x1 conv -> tanh.
     ``deformable=False`` keeps the uniform grid (the "grid" ablation): no offset network at all.
     """
 
@@ -95,25 +127,41 @@ class TokenSearch3D(nn.Module):
             c = dim // groups  # shared across groups, each group sees its own channel slice
             self.dwconv = nn.Conv3d(c, c, kernel, padding=kernel // 2, groups=c)
             self.offset_net = nn.Sequential(nn.GELU(), nn.Conv3d(c, 3, 1))
+            nn.init.zeros_(self.offset_net[-1].weight)  # start on the reference grid
+            nn.init.zeros_(self.offset_net[-1].bias)
 
     def grid_size(self, volume: tuple[int, int, int]) -> tuple[int, int, int]:
         t, h, w = (math.ceil(n / r) for n, r in zip(volume, self.downsample))
         return min(t, self.max_frames), h, w
 
+    def value_volume(self, volume: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The size of the volume the reads come from (see the class docstring)."""
+        t = self.grid_size(volume)[0]
+        return min(volume[0], t * self.downsample[0]), volume[1], volume[2]
+
     def forward(self, query_volume: Tensor) -> Tensor:
-        """query_volume: B x D x T' x H' x W' -> sampling points B*G x P x 3 in [-1, 1]."""
+        """query_volume: B x D x T' x H' x W' -> sampling points B*G x P x 3, (t, y, x) in the
+        align_corners coordinates of the value volume (:meth:`value_volume`)."""
         b, _, *volume = query_volume.shape
-        size = self.grid_size(tuple(volume))
-        ref = reference_grid(size, tuple(volume), query_volume.device)
+        size, values = self.grid_size(tuple(volume)), self.value_volume(tuple(volume))
+        dtype = torch.promote_types(query_volume.dtype, torch.float32)  # coordinates: at least fp32
+        ref = reference_grid(size, values, query_volume.device, dtype)
         ref = ref.expand(b * self.groups, -1, -1)
         if self.offset_net is None:
             return ref
         q = rearrange(query_volume, "b (g c) t h w -> (b g) c t h w", g=self.groups)
         feat = self.dwconv(pool_to_grid(q, size))  # pooled to one feature per reference cell
         offset = self.offset_net(feat).tanh()  # (b g) x 3 x t h w, bounded
-        cell = 2.0 / torch.tensor([max(n, 1) for n in size], device=q.device, dtype=offset.dtype)
-        offset = rearrange(offset, "s c t h w -> s (t h w) c") * cell * self.offset_range
+        cell = cell_size(size, values, q.device, dtype)
+        offset = rearrange(offset, "s c t h w -> s (t h w) c") * (cell * self.offset_range)
         return ref + offset
+
+
+class TrilinearRead(nn.Module):
+    """:func:`trilinear_sample` as a module, so per-module FLOP reports show the reads."""
+
+    def forward(self, volume: Tensor, coords: Tensor) -> Tensor:
+        return trilinear_sample(volume, coords)
 
 
 class DeformableAttention3D(nn.Module):
@@ -131,10 +179,14 @@ class DeformableAttention3D(nn.Module):
             dim, groups, downsample, max_frames, offset_range, kernel, deformable=mode == "deformable")
         self.pos = nn.Linear(3, dim // groups)  # per-group position signal of the key locations
         self.attn = Attention(dim, heads, attn_drop)
+        self.read = TrilinearRead()
 
     def forward(self, z: Tensor, cm: Tensor, volume: tuple[int, int, int], return_maps: bool = False
                 ) -> tuple[Tensor, Tensor, dict]:
-        """z: B x N x D RGB tokens (N = T'H'W'), cm: B x K x D modal tokens."""
+        """z: B x N x D RGB tokens (N = T'H'W'), cm: B x K x D modal tokens.
+
+        ``maps["sampling_locations"]``: B x G x P x 3, (t, y, x) as fractions of the clip's extent
+        (:func:`to_clip_fraction`)."""
         b, n, d = z.shape
         maps: dict = {}
         if self.search is None:
@@ -143,10 +195,12 @@ class DeformableAttention3D(nn.Module):
         else:
             zv = rearrange(z, "b (t h w) d -> b d t h w", t=volume[0], h=volume[1])
             points = self.search(zv)  # (b g) x P x 3
-            zg = rearrange(zv, "b (g c) t h w -> (b g) c t h w", g=self.groups)
-            keys = rearrange(trilinear_sample(zg, points), "(b g) c p -> b p (g c)", g=self.groups)
+            values = self.search.value_volume(volume)
+            zg = rearrange(pool_axis(zv, -3, values[0]), "b (g c) t h w -> (b g) c t h w", g=self.groups)
+            keys = rearrange(self.read(zg, points), "(b g) c p -> b p (g c)", g=self.groups)
             if return_maps:
-                maps["sampling_locations"] = rearrange(points, "(b g) p c -> b g p c", g=self.groups)
+                maps["sampling_locations"] = rearrange(to_clip_fraction(points, values), "(b g) p c -> b g p c",
+                                                       g=self.groups)
         keys = keys + rearrange(self.pos(points.to(keys.dtype)), "(b g) p c -> b p (g c)", g=self.groups)
         x = torch.cat([z, cm], 1)
         out, _ = self.attn(x, torch.cat([keys, cm], 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -27,6 +28,38 @@ def _register_cpu_attention_flops() -> None:
 
 _register_cpu_attention_flops()
 
+# A trilinear read interpolates 8 corners: 8 multiply-adds per channel and point (16 FLOPs); the
+# corner weights, shared by all channels, are not counted (as no element-wise op is). Backward:
+# the same 16 for the volume's gradient, and 8 corners x 3 axes multiply-adds (48) for the
+# coordinates' gradient.
+READ_FLOPS = 16
+READ_GRID_GRAD_FLOPS = 48
+
+
+def trilinear_read_flops(channels: int, points: int) -> int:
+    """FLOPs of reading ``points`` locations of a ``channels``-channel volume (one sequence)."""
+    return READ_FLOPS * channels * points
+
+
+def _register_grid_sample_flops() -> None:
+    aten = torch.ops.aten
+    if aten.grid_sampler_3d in flop_counter.flop_registry or aten.grid_sampler_3d.default in flop_counter.flop_registry:
+        return
+
+    def forward(volume, grid, *args, out_shape=None, **kw) -> int:  # shapes; out: S x C x P x 1 x 1
+        return READ_FLOPS * volume[0] * volume[1] * math.prod(grid[1:-1])
+
+    def backward(grad, volume, grid, *args, out_shape=None, **kw) -> int:
+        need_volume, need_grid = args[-1] if args and isinstance(args[-1], (list, tuple)) else (True, True)
+        per = (READ_FLOPS if need_volume else 0) + (READ_GRID_GRAD_FLOPS if need_grid else 0)
+        return per * volume[0] * volume[1] * math.prod(grid[1:-1])
+
+    flop_counter.register_flop_formula(aten.grid_sampler_3d)(forward)
+    flop_counter.register_flop_formula(aten.grid_sampler_3d_backward)(backward)
+
+
+_register_grid_sample_flops()
+
 
 def example_inputs(cfg: ModelConfig, batch: int = 1, device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Random inputs of the right shapes for a config (the same dict the model takes as kwargs)."""
@@ -43,8 +76,9 @@ def example_inputs(cfg: ModelConfig, batch: int = 1, device: str | torch.device 
 def model_report(model: nn.Module, batch: int = 1, depth: int = 2, backward: bool = False) -> dict:
     """Parameter counts and forward (or forward+backward) FLOPs per module, ``depth`` levels deep.
 
-    FLOPs count matmuls, convolutions and attention (2 per multiply-add); element-wise ops,
-    normalizations and grid sampling are not counted.
+    FLOPs count matmuls, convolutions, attention and the 3DTS trilinear reads (2 per multiply-add,
+    :func:`trilinear_read_flops`); element-wise ops and normalizations are not counted. The reads
+    are counted on the ``grid_sample`` path (the gather path runs only while exporting to ONNX).
     """
     params: dict[str, int] = defaultdict(int)
     for name, p in model.named_parameters():

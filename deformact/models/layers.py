@@ -19,17 +19,26 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (dim 0 is the batch)."""
+    """Stochastic depth per sample (dim 0 is the batch). One residual branch that updates several
+    tensors (tokens and CM tokens) draws one mask per sample with :meth:`draw` and applies it to
+    each with :meth:`scaled`, so a sample's branch is dropped or kept as a whole."""
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def draw(self, like: Tensor) -> Tensor | None:
+        """Per-sample scale (B: 0 or 1 / (1 - p)), or None when nothing is dropped."""
         if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+            return None
+        return like.new_empty(like.shape[0]).bernoulli_(1 - self.p) / (1 - self.p)
+
+    @staticmethod
+    def scaled(x: Tensor, scale: Tensor | None) -> Tensor:
+        return x if scale is None else x * scale.view((-1,) + (1,) * (x.ndim - 1)).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scaled(x, self.draw(x))
 
 
 class Attention(nn.Module):

@@ -1,4 +1,4 @@
-"""Pose embedding: B x M x T x V x C -> pose tokens B x T' x (M V) x D (ARCHITECTURE.md, component 2).
+"""Pose embedding: B x M x T x V x C -> pose tokens B x T' x (M V) x D (docs/DESIGN.md).
 
 Each person's joints are also expressed relative to that person (centre and spread over the clip,
 weighted by score), so a motion reads the same wherever and however large the person is; the

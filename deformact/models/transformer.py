@@ -1,4 +1,4 @@
-"""The 3D deformable transformer (ARCHITECTURE.md components 3-5; paper Sec. 3)."""
+"""The 3D deformable transformer (paper Sec. 3; docs/DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from deformact.models.backbone import PositionEmbedding3D, RGBBackbone
 from deformact.models.config import ModelConfig
 from deformact.models.deformable import DeformableAttention3D
+from deformact.models.grouping import joint_assignments
 from deformact.models.layers import DropPath, Mlp
 from deformact.models.pose_embed import PoseEmbedding
 from deformact.models.stride_attention import JointStrideAttention, TemporalStrideAttention
@@ -35,7 +36,8 @@ class CrossModalTokens(nn.Module):
 
 
 class SubLayer(nn.Module):
-    """Pre-norm residual attention followed by a pre-norm residual MLP, over tokens and CM tokens."""
+    """Pre-norm residual attention followed by a pre-norm residual MLP, over tokens and CM tokens.
+    Stochastic depth draws one mask per sample per residual branch, shared by tokens and CM tokens."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float, drop_path: float) -> None:
         super().__init__()
@@ -44,17 +46,19 @@ class SubLayer(nn.Module):
 
     def forward(self, x: Tensor, cm: Tensor, sel: slice, **kwargs) -> tuple[Tensor, Tensor, dict]:
         dx, dcm, maps = self.attn(self.norm1(x), cm=self.norm1(cm[:, sel]), **kwargs)
-        x = x + self.drop_path(dx)
-        cm = torch.cat([cm[:, : sel.start], cm[:, sel] + self.drop_path(dcm), cm[:, sel.stop:]], 1)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        cm = cm + self.drop_path(self.mlp(self.norm2(cm)))
+        keep = self.drop_path.draw(x)
+        x = x + self.drop_path.scaled(dx, keep)
+        cm = torch.cat([cm[:, : sel.start], cm[:, sel] + self.drop_path.scaled(dcm, keep), cm[:, sel.stop:]], 1)
+        keep = self.drop_path.draw(x)
+        x = x + self.drop_path.scaled(self.mlp(self.norm2(x)), keep)
+        cm = cm + self.drop_path.scaled(self.mlp(self.norm2(cm)), keep)
         return x, cm, maps
 
 
 class DeformableTransformerBlock(nn.Module):
     """3D deformable attention (RGB), then local joint stride and temporal stride attention (pose)."""
 
-    def __init__(self, cfg: ModelConfig, index: int, drop_path: float) -> None:
+    def __init__(self, cfg: ModelConfig, index: int, drop_path: float, joint_assignment: list[int]) -> None:
         super().__init__()
         d, h = cfg.dim, cfg.heads
         self.rgb = self.joint = self.time = None
@@ -64,7 +68,8 @@ class DeformableTransformerBlock(nn.Module):
                 cfg.offset_range, cfg.offset_kernel, cfg.attn_drop), cfg.mlp_ratio, drop_path)
         if cfg.use_pose:
             self.joint = SubLayer(d, JointStrideAttention(
-                d, h, cfg.num_persons, cfg.num_joints, cfg.joint_stride, cfg.attn_drop), cfg.mlp_ratio, drop_path)
+                d, h, cfg.num_persons, cfg.num_joints, cfg.joint_stride, cfg.attn_drop, joint_assignment),
+                cfg.mlp_ratio, drop_path)
             # strided and contiguous grouping alternate so every pair of steps can meet within L blocks
             self.time = SubLayer(d, TemporalStrideAttention(
                 d, h, cfg.token_frames, cfg.temporal_stride, index % 2 == 1, cfg.attn_drop),
@@ -103,15 +108,26 @@ class DeformableTransformer(nn.Module):
             self.pose_embed = PoseEmbedding(cfg.dim, cfg.num_joints, t, cfg.pose_channels, cfg.temporal_patch)
         self.tokens = CrossModalTokens(cfg.dim, cfg.cross_modal_tokens)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        self.blocks = nn.ModuleList(DeformableTransformerBlock(cfg, i, r) for i, r in enumerate(rates))
+        groups = self.joint_groups().tolist()
+        self.blocks = nn.ModuleList(DeformableTransformerBlock(cfg, i, r, groups[i]) for i, r in enumerate(rates))
         self.norm = nn.LayerNorm(2 * cfg.dim)
         self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(2 * cfg.dim, cfg.num_classes))
         self.apply(_init_weights)
         if cfg.use_pose:
             self.pose_embed.reset_parameters()
 
+    def joint_groups(self) -> Tensor:
+        """Group of each joint type in each block's joint stride attention: LongTensor L x V
+        (strided in even blocks, skeleton groups in odd blocks; :mod:`deformact.models.grouping`)."""
+        cfg = self.config
+        return torch.tensor(joint_assignments(cfg.depth, cfg.num_joints, cfg.joint_stride, cfg.layout))
+
     def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None, person_mask: Tensor | None = None,
                 return_maps: bool = False) -> Tensor | tuple[Tensor, dict]:
+        """rgb: B x 3 x T x H x W; pose: B x M x T x V x C; person_mask: B x M (person present in the
+        clip) or B x M x T (present and detected in that frame), True = use. Masked frames are
+        zeroed at the input and masked in joint and temporal attention and in every pooling, so
+        nothing in them can change the output."""
         cfg = self.config
         z, p, token_valid = self._embed_rgb(rgb), *self._embed_pose(pose, person_mask)
         batch = (z if z is not None else p).shape[0]
@@ -127,8 +143,10 @@ class DeformableTransformer(nn.Module):
         if cfg.use_pose:
             out["joint_importance"] = torch.stack([m["joint_importance"] for m in per_block]).mean(0)
             out["temporal_attention"] = torch.stack([m["temporal_attention"] for m in per_block]).mean(0)
-        if cfg.use_rgb and cfg.rgb_attention != "full":  # (t, y, x) in [0, 1], B x L x G x P x 3
-            out["sampling_locations"] = (torch.stack([m["sampling_locations"] for m in per_block], 1) + 1) / 2
+            # pairs of steps that share a group in at least one block (others cannot attend at all)
+            out["temporal_reachable"] = torch.stack([m["temporal_reachable"] for m in per_block]).any(0)
+        if cfg.use_rgb and cfg.rgb_attention != "full":  # (t, y, x) as clip fractions, B x L x G x P x 3
+            out["sampling_locations"] = torch.stack([m["sampling_locations"] for m in per_block], 1)
         return logits, out
 
     def _embed_rgb(self, rgb: Tensor | None) -> Tensor | None:
@@ -150,14 +168,21 @@ class DeformableTransformer(nn.Module):
         if pose is None or tuple(pose.shape[1:]) != expected:
             got = None if pose is None else tuple(pose.shape)
             raise ValueError(f"pose must be B x {' x '.join(map(str, expected))} (M T V C) for this model, got {got}")
-        b = pose.shape[0]
+        b, m, t = pose.shape[:3]
         if person_mask is None:
-            person_mask = torch.ones(b, cfg.num_persons, dtype=torch.bool, device=pose.device)
-        person_mask = person_mask.bool()
-        # absent people are zeroed (not only masked) so even NaN/inf there cannot leak into any sum
-        pose = torch.where(person_mask[:, :, None, None, None], torch.nan_to_num(pose, 0.0, 0.0, 0.0), 0.0)
-        token_valid = person_mask[:, :, None].expand(b, cfg.num_persons, cfg.num_joints).reshape(b, -1)
-        return self.pose_embed(pose), token_valid
+            person_mask = torch.ones(b, m, dtype=torch.bool, device=pose.device)
+        if tuple(person_mask.shape) not in ((b, m), (b, m, t)):
+            raise ValueError(f"person_mask must be B x M or B x M x T ({b} x {m} [x {t}]), got "
+                             f"{tuple(person_mask.shape)}")
+        frame_mask = person_mask.bool()
+        if frame_mask.dim() == 2:
+            frame_mask = frame_mask[:, :, None].expand(b, m, t)
+        # masked frames are zeroed (not only masked) so even NaN/inf there cannot leak into any sum
+        pose = torch.where(frame_mask[..., None, None], torch.nan_to_num(pose, 0.0, 0.0, 0.0), 0.0)
+        # a token (a temporal patch of one joint) is valid when its person is detected in any of its frames
+        valid = frame_mask.reshape(b, m, cfg.token_frames, cfg.temporal_patch).any(-1)  # B x M x T'
+        token_valid = valid.transpose(1, 2)[..., None].expand(b, cfg.token_frames, m, cfg.num_joints)
+        return self.pose_embed(pose), token_valid.reshape(b, cfg.token_frames, m * cfg.num_joints)
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -1,9 +1,16 @@
-"""2D pose estimation for raw videos (``deformact extract-poses``, ``deformact predict``)."""
+"""2D pose estimation for raw videos (``deformact extract-poses``, ``deformact predict``).
 
-from .base import COCO17, PoseEstimator, available_estimators, build_estimator, register_estimator
+Videos are read by :mod:`deformact.io` (``VideoError``, ``VideoInfo``, ``iter_frames``,
+``list_videos``, ``probe`` and ``read_frames`` are re-exported here for existing callers).
+"""
+
+from deformact.data.skeletons import COCO17
+from deformact.errors import VideoError
+from deformact.io.video import VideoInfo, iter_frames, list_videos, probe, read_frames
+
+from .base import PoseEstimator, available_estimators, build_estimator, register_estimator
 from .mediapipe_pose import MEDIAPIPE_TO_COCO17, MediaPipePose
 from .tracking import track_persons
-from .video import VideoError, VideoInfo, iter_frames, list_videos, probe, read_frames
 
 __all__ = [
     "COCO17", "MEDIAPIPE_TO_COCO17", "MediaPipePose", "PoseEstimator", "VideoError", "VideoInfo",

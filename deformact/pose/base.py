@@ -1,9 +1,9 @@
 """The pose-estimator interface and a registry of implementations.
 
 An estimator turns one RGB frame into a list of people, each a V x 3 array (x, y in pixels of
-that frame, score in [0, 1]) in the COCO-17 joint order. It may keep state between frames of one
-video (tracking); :meth:`PoseEstimator.reset` starts a new video. Plug in your own detector by
-subclassing and registering it::
+that frame, score in [0, 1]) in the COCO-17 joint order (:data:`deformact.data.skeletons.COCO17`).
+It may keep state between frames of one video (tracking); :meth:`PoseEstimator.reset` starts a
+new video. Plug in your own detector by subclassing and registering it::
 
     @register_estimator("mine")
     class MyPose(PoseEstimator):
@@ -20,11 +20,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+from deformact.data.skeletons import COCO17
 
 _REGISTRY: dict[str, type[PoseEstimator]] = {}
 
@@ -32,8 +28,8 @@ _REGISTRY: dict[str, type[PoseEstimator]] = {}
 class PoseEstimator(abc.ABC):
     """frame (h x w x 3 RGB uint8) -> list of persons, each V x 3 (x, y pixels, score)."""
 
-    layout: str = "coco17"
-    num_joints: int = 17
+    layout: str = COCO17.name
+    num_joints: int = COCO17.num_joints
 
     @abc.abstractmethod
     def __call__(self, frame: np.ndarray) -> list[np.ndarray]: ...

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deformact.io.video import iter_frames, probe
+
 from .base import PoseEstimator
 from .tracking import track_persons
-from .video import iter_frames, probe
 
 
 class NoPersonWarning(UserWarning):
@@ -30,7 +31,7 @@ def extract_video(
     Keys: frame_dir (``frame_dir`` or the file stem), label, total_frames, img_shape and original_shape (h, w of the
     video; keypoints are in its pixels), keypoint M x T x V x 2, keypoint_score M x T x V
     (float32). Frames are decoded at most ``max_side`` pixels long (the estimator sees small
-    frames, coordinates are scaled back). Raises :class:`deformact.pose.VideoError` for a
+    frames, coordinates are scaled back). Raises :class:`deformact.errors.VideoError` for a
     missing or truncated video.
     """
     from tqdm import tqdm

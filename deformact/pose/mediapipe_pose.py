@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from ..utils import quiet_native_stderr
+from .._native import quiet_native_stderr
 from .base import PoseEstimator, register_estimator
 from .tracking import box_iou, person_box
 

@@ -1,7 +1,6 @@
-"""Visualization and inference on raw videos: skeleton drawing, annotated mp4, explainability
-pictures (``deformact predict`` / ``deformact explain``)."""
+"""Visualization: skeletons and labels drawn on frames (``deformact predict --out``) and the
+explainability pictures of the paper (``deformact explain``, :mod:`deformact.viz.explain`)."""
 
 from .draw import PERSON_COLORS, draw_label, draw_poses, draw_skeleton, skeleton_edges
-from .video import write_video
 
-__all__ = ["PERSON_COLORS", "draw_label", "draw_poses", "draw_skeleton", "skeleton_edges", "write_video"]
+__all__ = ["PERSON_COLORS", "draw_label", "draw_poses", "draw_skeleton", "skeleton_edges"]

@@ -1,8 +1,10 @@
 """The paper's explainability pictures (Sec. 4, "visualization") as PNG, plus their numbers.
 
 * ``joint_importance.png``: attention from the cross-modal tokens to each joint (local joint
-  stride attention), drawn on the skeleton over a video frame, and as bars per joint;
-* ``temporal_attention.png``: the T' x T' temporal stride attention map;
+  stride attention, as a lift over uniform attention so a group's size biases nothing), drawn on
+  the skeleton over a video frame, and as bars per joint;
+* ``temporal_attention.png``: the T' x T' temporal stride attention map; pairs of steps that never
+  share a group are hatched grey, apart from "no attention";
 * ``sampling_points.png``: where 3D token search (3DTS) read the RGB feature volume, drawn on the
   frames the model saw (one colour per block, one marker per offset group);
 * ``top5.png``: the prediction.
@@ -110,28 +112,54 @@ def plot_joint_importance(frame: np.ndarray, persons: np.ndarray, importance: np
     return Path(path)
 
 
-def plot_temporal_attention(att: np.ndarray, step_frames: Sequence[Sequence[int]], path: str | Path) -> Path:
-    """Heatmap of the T' x T' temporal stride attention (rows attend to columns)."""
+def plot_temporal_attention(att: np.ndarray, step_frames: Sequence[Sequence[int]], path: str | Path,
+                            reachable: np.ndarray | None = None) -> Path:
+    """Heatmap of the T' x T' temporal stride attention (rows attend to columns). Pairs that cannot
+    attend to each other in any block (``reachable`` False: the grouping, or missing people, keep
+    them apart) are drawn grey and hatched, not as "no attention"."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch, Rectangle
+
     fig = _figure(6, 5)
     ax = fig.subplots()
-    im = ax.imshow(att, cmap="viridis", vmin=0)
+    att = np.asarray(att, dtype=float)
+    apart = np.zeros(att.shape, bool) if reachable is None else ~np.asarray(reachable, bool)
+    cmap = colormaps["viridis"].with_extremes(bad="#d0d0d0")
+    im = ax.imshow(np.ma.masked_array(att, apart), cmap=cmap, vmin=0)
+    for i, j in zip(*np.nonzero(apart)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#808080", lw=0))
     labels = [f"{f[0]}-{f[-1]}" if len(f) > 1 else str(f[0]) for f in step_frames]
     ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xlabel("key time step (video frames)")
     ax.set_ylabel("query time step (video frames)")
     ax.set_title("temporal stride attention (mean over joints, heads, blocks)")
+    if apart.any():
+        ax.legend(handles=[Patch(facecolor="#d0d0d0", hatch="///", edgecolor="#808080",
+                                 label="never in one group")], loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  fontsize=7, frameon=False)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
 
 
+def points_to_pixels(locations: np.ndarray, t_len: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3DTS points (... x 3, (t, y, x) as fractions of the clip's extent, the model's
+    ``sampling_locations``) -> (frame index, x, y) in pixels of ``t_len`` frames of h x w, pixel
+    edges at integers (a point at fraction f of the width is at f * w; the frame is the one whose
+    time span holds t, clipped to the clip)."""
+    loc = np.asarray(locations, dtype=float)
+    frame = np.clip(np.floor(loc[..., 0] * t_len), 0, t_len - 1).astype(int)
+    return frame, loc[..., 2] * w, loc[..., 1] * h
+
+
 def plot_sampling_points(frames: np.ndarray, locations: np.ndarray, frame_ids: Sequence[int],
                          path: str | Path) -> Path:
-    """3DTS points (L x G x P x 3, (t, y, x) in [0, 1]) on the T model-input frames.
+    """3DTS points (L x G x P x 3, (t, y, x) as clip fractions) on the T model-input frames.
 
-    A point is drawn on the frame nearest to its t; points read outside the volume are hollow.
+    A point is drawn on the frame whose time span holds its t (:func:`points_to_pixels`); points
+    outside the clip's extent are hollow.
     """
     t_len, h, w = frames.shape[:3]
     cols = min(t_len, 8)
@@ -141,22 +169,22 @@ def plot_sampling_points(frames: np.ndarray, locations: np.ndarray, frame_ids: S
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i < t_len:
-            ax.imshow(frames[i], extent=(0, 1, 1, 0))
+            ax.imshow(frames[i], extent=(0, w, h, 0))
             ax.set_title(f"frame {frame_ids[i]}", fontsize=8)
-            ax.set_xlim(-0.05, 1.05)
-            ax.set_ylim(1.05, -0.05)
+            ax.set_xlim(-0.05 * w, 1.05 * w)
+            ax.set_ylim(1.05 * h, -0.05 * h)
     n_blocks, n_groups = locations.shape[:2]
     for b in range(n_blocks):
         for g in range(n_groups):
             pts = locations[b, g]
-            t_idx = np.clip(np.rint(pts[:, 0] * (t_len - 1)), 0, t_len - 1).astype(int)
+            t_idx, px, py = points_to_pixels(pts, t_len, h, w)
             inside = ((pts >= 0) & (pts <= 1)).all(-1)
             for i in np.unique(t_idx):
                 sel = t_idx == i
                 for filled in (True, False):
                     s = sel & (inside == filled)
                     if s.any():
-                        axes[i].scatter(pts[s, 2], pts[s, 1], s=22, marker=GROUP_MARKERS[g % 8],
+                        axes[i].scatter(px[s], py[s], s=22, marker=GROUP_MARKERS[g % 8],
                                         facecolors=BLOCK_COLORS[b % 8] if filled else "none",
                                         edgecolors="black" if filled else BLOCK_COLORS[b % 8], linewidths=0.7)
     handles = [axes[0].scatter([], [], marker=GROUP_MARKERS[g % 8], c=BLOCK_COLORS[b % 8], edgecolors="black",
@@ -208,7 +236,9 @@ def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_
 
     if "joint_importance" in maps:
         imp = maps["joint_importance"][0]  # M x V
-        present = inputs["person_mask"][0].numpy().astype(bool)
+        present = np.asarray(inputs["person_mask"][0]).astype(bool)
+        if present.ndim == 2:  # M x T frame mask: present if seen in any frame
+            present = present.any(-1)
         v = imp.shape[-1]
         skel = get_skeleton(None, v)
         mid = int(idx[t_len // 2])
@@ -234,15 +264,18 @@ def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_
         att = maps["temporal_attention"][0]
         tp = max(t_len // att.shape[0], 1)
         steps = [idx[k * tp:(k + 1) * tp].tolist() for k in range(att.shape[0])]
-        plot_temporal_attention(att, steps, out / "temporal_attention.png")
+        reach = maps["temporal_reachable"][0] if "temporal_reachable" in maps else np.ones(att.shape, bool)
+        plot_temporal_attention(att, steps, out / "temporal_attention.png", reach)
         pictures.append("temporal_attention.png")
-        info["temporal_attention"] = {"step_frames": steps, "matrix": att.round(6).tolist()}
+        info["temporal_attention"] = {"step_frames": steps, "matrix": att.round(6).tolist(),
+                                      "reachable": np.asarray(reach, bool).tolist()}
     if "sampling_locations" in maps and "rgb" in inputs:
         loc = maps["sampling_locations"][0]  # L x G x P x 3
         frames = denormalize(inputs["rgb"][0])
         plot_sampling_points(frames, loc, idx.tolist(), out / "sampling_points.png")
         pictures.append("sampling_points.png")
-        info["sampling_locations"] = {"axes": "block x group x point x (t, y, x), each in [0, 1]",
+        info["sampling_locations"] = {"axes": "block x group x point x (t, y, x), fractions of the clip's "
+                                              "extent (0 = first frame's start / top / left edge, 1 = end)",
                                       "values": loc.round(5).tolist()}
     (out / "explain.json").write_text(json.dumps(info, indent=1) + "\n")
     return info

@@ -1,0 +1,206 @@
+"""The paper's ablation study (Sec. 4.3) on data we control (``deformact ablate``).
+
+Every row switches one thing off in the base config (by default ``configs/synthetic.yaml``, the
+synthetic cross-modal set of :mod:`deformact.data.synthetic`), then trains and tests it with the
+same seeds as the full model. Rows are the ablation switches of docs/DESIGN.md: the single
+modalities, 3D token search replaced by a fixed grid or by full attention over all RGB tokens,
+strides set to 1, and the cross-modal tokens replaced by one CLS token per stream.
+
+Outputs in ``DIR``: ``runs/<row>/seed<k>/`` (one engine run each, see
+:func:`deformact.engine.run`), ``ablation.json`` (every number) and ``ablation.md`` (the table).
+Finished runs are reused when their config is unchanged, so an interrupted ablation continues.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from deformact.engine.config import apply_overrides, dump_config, validate_config
+from deformact.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the ablation table: a name, what it changes, and the ``--set`` overrides."""
+
+    name: str
+    label: str
+    overrides: tuple[str, ...] = ()
+
+
+ROWS: tuple[Row, ...] = (
+    Row("full", "full model (RGB + pose, 3D deformable attention, strided attention, CM tokens)"),
+    Row("rgb_only", "RGB only", ("data.modality=rgb",)),
+    Row("pose_only", "pose only", ("data.modality=pose",)),
+    Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
+    Row("full_attn", "rgb_attention=full (all RGB tokens as keys)", ("model.rgb_attention=full",)),
+    Row("joint_stride_1", "joint_stride=1 (full spatial attention)", ("model.joint_stride=1",)),
+    Row("temporal_stride_1", "temporal_stride=1 (full temporal attention)", ("model.temporal_stride=1",)),
+    Row("no_cm_tokens", "cross_modal_tokens=False (a CLS token per stream, fused at the head)",
+        ("model.cross_modal_tokens=false",)),
+)
+ROW_NAMES = tuple(r.name for r in ROWS)
+METRICS = ("top1", "mean_class_acc", "top5")
+
+
+def select_rows(names: Sequence[str] | None) -> list[Row]:
+    """Rows by name (all when ``names`` is empty or None), in table order."""
+    if not names:
+        return list(ROWS)
+    unknown = [n for n in names if n not in ROW_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown ablation row(s) {unknown}; choose from {', '.join(ROW_NAMES)}")
+    return [r for r in ROWS if r.name in names]
+
+
+def row_config(base: Mapping[str, Any], row: Row, seed: int) -> dict:
+    """The validated run config of one row and seed."""
+    return validate_config(apply_overrides(base, [*row.overrides, f"seed={int(seed)}"]))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    vals = [float(v) for v in values]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _same_config(run_dir: Path, cfg: Mapping[str, Any]) -> bool:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return False
+    try:
+        return yaml.safe_load(path.read_text()) == yaml.safe_load(dump_config(cfg))
+    except yaml.YAMLError:
+        return False
+
+
+def train_row(cfg: Mapping[str, Any], run_dir: Path, echo: Callable[[str], None] = print) -> dict:
+    """Train and test one config in ``run_dir``, reusing a finished run with the same config."""
+    from deformact.engine import run
+
+    metrics_file = run_dir / "metrics.json"
+    same = _same_config(run_dir, cfg)
+    if same and metrics_file.is_file():
+        echo(f"  reusing {metrics_file}")
+        return json.loads(metrics_file.read_text())
+    resume = same and (run_dir / "last.pt").is_file()
+    tic = time.perf_counter()
+    metrics = run(cfg, run_dir, resume=resume, overwrite=not resume, echo=echo)
+    metrics = {**metrics, "train_minutes": (time.perf_counter() - tic) / 60}
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def model_cost(cfg: Mapping[str, Any], step_repeats: int = 5) -> dict:
+    """Params, forward GFLOPs (batch 1, :func:`deformact.models.flops.model_report`) and the
+    train-step time (:func:`deformact.engine.train_step`: forward + backward + AdamW step at
+    ``train.batch_size`` on the CPU, best of ``step_repeats`` after a warm-up: the best is the least
+    disturbed by other work on the machine)."""
+    from torch.utils.data import default_collate
+
+    from deformact.engine.builders import build_dataset, build_model_for
+    from deformact.engine.step import train_step
+    from deformact.models.flops import model_report
+
+    torch.manual_seed(0)
+    data = build_dataset(cfg["data"], "train", train=True)
+    model = build_model_for(cfg["model"], data)
+    report = model_report(model)
+    bs = int(cfg["train"]["batch_size"])
+    batch = default_collate([data[i % len(data)] for i in range(bs)])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    for i in range(2 + step_repeats):
+        tic = time.perf_counter()
+        train_step(model, batch, opt, device=torch.device("cpu"))
+        if i >= 2:
+            times.append(time.perf_counter() - tic)
+    return {"params": int(report["total_params"]), "gflops": report["total_flops"] / 1e9,
+            "step_ms": 1e3 * min(times), "step_batch": bs}
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the checkout deformact runs from ("unknown" outside git)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),
+                 rows: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Train and test every row with every seed; write ``ablation.json`` and ``ablation.md``."""
+    out = Path(out_dir)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    chosen = select_rows(rows)
+    base = validate_config(base)
+    code = code_version()
+    results = []
+    for row in chosen:
+        per_seed = []
+        for seed in seeds:
+            cfg = row_config(base, row, seed)
+            echo(f"[ablate] {row.name} seed {seed}: {' '.join(row.overrides) or '(base config)'}")
+            m = train_row(cfg, out / "runs" / row.name / f"seed{seed}",
+                          echo=lambda msg, tag=f"{row.name}/{seed}": echo(f"  [{tag}] {msg}"))
+            per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes") if k in m}})
+        results.append({"name": row.name, "label": row.label, "overrides": list(row.overrides),
+                        "seeds": per_seed,
+                        **{k: dict(zip(("mean", "std"), mean_std([s[k] for s in per_seed]))) for k in METRICS}})
+    # costs last, one row after another, so that every row is timed under similar machine load
+    for res, row in zip(results, chosen):
+        echo(f"[ablate] cost of {row.name}")
+        res.update(model_cost(row_config(base, row, seeds[0])))
+    summary = {"base_config": copy.deepcopy(base), "seeds": seeds, "rows": results,
+               "torch_threads": torch.get_num_threads(), "code": code}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "ablation.md").write_text(format_table(summary))
+    echo(f"[ablate] wrote {out / 'ablation.json'} and {out / 'ablation.md'}")
+    return summary
+
+
+def _pm(stat: Mapping[str, float]) -> str:
+    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """The Markdown table of :func:`run_ablation`'s summary (accuracies in %, mean ± std over seeds)."""
+    rows = summary["rows"]
+    ref = next((r for r in rows if r["name"] == "full"), None)
+    seeds = summary["seeds"]
+    lines = [
+        f"Mean ± std over {len(seeds)} seed(s) {seeds}; accuracies in % on the test split. "
+        "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
+        f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}.",
+        "",
+        "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        delta = "" if ref is None or r is ref else f"{100 * (r['top1']['mean'] - ref['top1']['mean']):+.1f}"
+        cost = (f"{r['params']:,} | {r['gflops']:.3f} | {r['step_ms']:.0f}" if "params" in r
+                else " | | ")
+        lines.append(f"| {r['name']} | {r['label']} | {_pm(r['top1'])} | {delta} | {_pm(r['mean_class_acc'])} "
+                     f"| {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["METRICS", "ROWS", "ROW_NAMES", "Row", "format_table", "mean_std", "model_cost", "row_config",
+           "run_ablation", "select_rows", "train_row"]

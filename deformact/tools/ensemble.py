@@ -1,0 +1,117 @@
+"""Score ensembles: fuse the per-video class scores that several runs saved for the same test split.
+
+The standard multi-stream recipe of skeleton recognition (joint, bone, joint motion, bone motion;
+docs/RESULTS.md) trains one model per input feature and adds their class scores per video, read
+from each run's ``scores.npz`` (:mod:`deformact.io.scores`).
+
+Runs are fused only when they scored the same videos of the same split with the same labels and
+classes; anything else is a :class:`~deformact.errors.DataError` naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deformact.errors import DataError
+from deformact.io.scores import SCORES_FILE, RunScores, load_scores, save_scores
+
+
+def check_compatible(runs: Sequence[RunScores]) -> None:
+    """Same split, classes, score kind, videos (in order) and labels, or a DataError naming the first
+    difference against the first run."""
+    if not runs:
+        raise DataError("no runs to fuse")
+    ref = runs[0]
+    for r in runs[1:]:
+        where = f"{r.path} vs {ref.path}"
+        if r.split != ref.split:
+            raise DataError(f"{where}: scored different splits ({r.split!r} vs {ref.split!r})")
+        if r.class_names != ref.class_names:
+            raise DataError(f"{where}: different classes ({len(r.class_names)} vs {len(ref.class_names)})")
+        if r.average != ref.average:
+            raise DataError(f"{where}: one saved probabilities, the other logits (test.average)")
+        if len(r.frame_dir) != len(ref.frame_dir) or (r.frame_dir != ref.frame_dir).any():
+            theirs, ours = set(r.frame_dir.tolist()), set(ref.frame_dir.tolist())
+            if theirs != ours:
+                extra = sorted(theirs ^ ours)[:3]
+                raise DataError(f"{where}: scored different videos ({len(r.frame_dir)} vs {len(ref.frame_dir)}; "
+                                f"e.g. {extra})")
+            raise DataError(f"{where}: scored the same videos in a different order")
+        if (r.labels != ref.labels).any():
+            i = int(np.flatnonzero(r.labels != ref.labels)[0])
+            raise DataError(f"{where}: labels differ, first at {ref.frame_dir[i]!r}")
+
+
+def fuse(runs: Sequence[RunScores], weights: Sequence[float] | None = None) -> np.ndarray:
+    """The weighted sum of the runs' scores (N x C); weights default to 1 each."""
+    check_compatible(runs)
+    weights = [1.0] * len(runs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(runs):
+        raise DataError(f"{len(weights)} weights for {len(runs)} runs")
+    if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise DataError(f"weights must be >= 0 with a positive sum, got {weights}")
+    return sum(w * r.scores for w, r in zip(weights, runs))
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """top1, top5, mean_class_acc, num_samples and the confusion matrix (true x predicted counts)."""
+    from deformact.engine.metrics import summarize
+
+    k = min(5, scores.shape[1])
+    # stable ordering: ties go to the lower class index, as torch.topk does on CPU for equal values
+    topk = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    res = {"label": labels, "topk": topk, "loss": np.zeros(len(labels))}
+    out = summarize(res, num_classes)
+    out.pop("loss")
+    return out
+
+
+def per_class_table(confusion: np.ndarray, class_names: Sequence[str]) -> str:
+    """A Markdown table: support and accuracy per class, and each class's most frequent confusion."""
+    confusion = np.asarray(confusion)
+    lines = ["| class | videos | accuracy | most often read as |", "|---|---|---|---|"]
+    for i, name in enumerate(class_names):
+        row = confusion[i]
+        n = int(row.sum())
+        acc = f"{100 * row[i] / n:.1f} %" if n else "—"
+        wrong = row.copy()
+        wrong[i] = 0
+        worst = f"{class_names[int(wrong.argmax())]} ({int(wrong.max())})" if wrong.max() > 0 else "—"
+        lines.append(f"| {name} | {n} | {acc} | {worst} |")
+    return "\n".join(lines) + "\n"
+
+
+def ensemble(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+             weights: Sequence[float] | None = None) -> dict:
+    """Fuse the runs' saved scores; write ``metrics.json``, ``confusion_matrix.png``,
+    ``per_class.md`` and the fused ``scores.npz`` (so ensembles can be fused again) to ``out_dir``."""
+    runs = [load_scores(r) for r in run_dirs]
+    fused = fuse(runs, weights)
+    ref = runs[0]
+    m = classification_metrics(fused, ref.labels, len(ref.class_names))
+    streams = [{"run": str(r.path.parent), **{k: v for k, v in classification_metrics(
+        r.scores, r.labels, len(r.class_names)).items() if k != "confusion"}} for r in runs]
+    metrics = {"top1": m["top1"], "top5": m["top5"], "mean_class_acc": m["mean_class_acc"],
+               "num_samples": m["num_samples"], "split": ref.split,
+               "weights": [1.0] * len(runs) if weights is None else [float(w) for w in weights],
+               "runs": streams}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from deformact.engine.plots import plot_confusion
+
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    plot_confusion(m["confusion"], list(ref.class_names), out / "confusion_matrix.png",
+                   title=f"ensemble of {len(runs)}: top-1 {m['top1']:.3f} ({m['num_samples']} videos)")
+    tmp = out / ".per_class.md.tmp"
+    tmp.write_text(per_class_table(np.asarray(m["confusion"]), ref.class_names))
+    os.replace(tmp, out / "per_class.md")
+    save_scores(out / SCORES_FILE, scores=fused, labels=ref.labels, frame_dir=ref.frame_dir.tolist(),
+                split=ref.split, class_names=ref.class_names, average=ref.average)
+    return metrics
