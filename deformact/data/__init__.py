@@ -16,7 +16,8 @@
   from V), ``skip_bad`` (False), ``compact`` (True: crop around the people, pyskl's PoseCompact),
   ``compact_padding`` (0.25), ``crop_scale`` ([0.56, 1]), ``crop_ratio`` ([3/4, 4/3]), ``flip``
   (0.5), ``pose_norm`` ("frame" | "person", pose-only), ``pose_rotate`` (degrees), ``pose_scale``,
-  ``pose_shift`` (pose-only training augmentation, 0 = off), ``decode_threads`` (1).
+  ``pose_shift`` (pose-only training augmentation, 0 = off), ``decode_threads`` (1), ``feature``
+  ("joint" | "bone" | "joint_motion" | "bone_motion", the pose stream's input; also synthetic).
 * synthetic: ``seed`` (0), ``num_classes`` (12 = 4 motions x 3 colours), ``num_train`` (1000),
   ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings.
 
@@ -51,9 +52,10 @@ _IO = {"load_pyskl": "pyskl", "save_pyskl": "pyskl", "SafeUnpickler": "pyskl",
 # data-section keys accepted by each dataset type (besides type/split/train/train_split/test_split)
 PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num_clips", "num_persons",
               "label_map", "num_classes", "layout", "skip_bad", "compact", "compact_padding", "crop_scale",
-              "crop_ratio", "flip", "pose_norm", "pose_rotate", "pose_scale", "pose_shift", "decode_threads")
+              "crop_ratio", "flip", "pose_norm", "pose_rotate", "pose_scale", "pose_shift", "decode_threads",
+              "feature")
 SYNTHETIC_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "num_classes", "seed",
-                  "num_train", "num_test", "layout", "skip_bad", "flip")
+                  "num_train", "num_test", "layout", "skip_bad", "flip", "feature")
 
 __all__ = ["DataError", "VideoError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS",
            *_LAZY, *_IO]

@@ -70,7 +70,7 @@ class PysklDataset(torch.utils.data.Dataset):
                  compact_padding: float = 0.25, crop_scale: Sequence[float] = (0.56, 1.0),
                  crop_ratio: Sequence[float] = (3 / 4, 4 / 3), flip: float = 0.5, pose_norm: str = "frame",
                  pose_rotate: float = 0.0, pose_scale: float = 0.0, pose_shift: float = 0.0,
-                 decode_threads: int = 1) -> None:
+                 decode_threads: int = 1, feature: str = "joint") -> None:
         self.ann_file = Path(ann_file)
         self.use_rgb, self.use_pose = parse_modality(modality)
         self.modality = modality
@@ -83,7 +83,7 @@ class PysklDataset(torch.utils.data.Dataset):
             train=self.train, modality=modality, frames=frames, image_size=image_size, num_clips=num_clips,
             num_persons=num_persons, layout=layout, compact=compact, compact_padding=compact_padding,
             crop_scale=crop_scale, crop_ratio=crop_ratio, flip=flip, pose_norm=pose_norm, pose_rotate=pose_rotate,
-            pose_scale=pose_scale, pose_shift=pose_shift, decode_threads=decode_threads)
+            pose_scale=pose_scale, pose_shift=pose_shift, decode_threads=decode_threads, feature=feature)
 
         data = load_pyskl(self.ann_file)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), (list, tuple)):

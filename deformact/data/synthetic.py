@@ -274,9 +274,12 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
                  frames: int = 8, image_size: int = 64, seed: int = 0, num_classes: int = 12,
-                 num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1) -> None:
+                 num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1,
+                 feature: str = "joint") -> None:
         from .pipeline import parse_modality
+        from .pipeline.feature import check_feature
 
+        self.feature = check_feature(feature)
         if split not in ("train", "test"):
             raise DataError(f"synthetic split must be 'train' or 'test', got {split!r}")
         self.use_rgb, self.use_pose = parse_modality(modality)
@@ -309,6 +312,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
             item["rgb"] = rgb[0] if single else rgb
         if self.use_pose:
             pose = torch.from_numpy(d["pose"][index])
+            if self.feature != "joint":
+                from .pipeline.feature import pose_feature
+
+                pose = pose_feature(pose, self.feature, self.layout)
             mask = torch.from_numpy(d["person_mask"][index])
             item["pose"], item["person_mask"] = (pose[0], mask[0]) if single else (pose, mask)
         item["label"] = int(d["label"][index])

@@ -10,6 +10,7 @@ from typing import Any
 from deformact.errors import DataError
 
 from .base import Compose, Transform
+from .feature import PoseFeature, check_feature
 from .clip import Collect, FlipPose, PlanCrop, RandomFlip, SampleFrames
 from .pose import CropPose, GatherPose, PackPose, PoseAugment, RankPersons
 from .rgb import CropRGB, DecodeRGB, PackRGB
@@ -28,13 +29,14 @@ def clip_pipeline(*, train: bool = False, modality: str = "rgb+pose", frames: in
                   compact_padding: float = 0.25, crop_scale: Sequence[float] = (0.56, 1.0),
                   crop_ratio: Sequence[float] = (3 / 4, 4 / 3), flip: float = 0.5, pose_norm: str = "frame",
                   pose_rotate: float = 0.0, pose_scale: float = 0.0, pose_shift: float = 0.0,
-                  decode_threads: int = 1) -> Compose:
+                  decode_threads: int = 1, feature: str = "joint") -> Compose:
     """The clip pipeline of the pyskl data options (see :mod:`deformact.data`; the same defaults
     as :class:`deformact.data.PysklDataset`). At test time (``train`` False) there is no flip or
     pose augmentation; training samples one clip. Bad options raise :class:`DataError`.
 
     Steps: sample frames, draw the flip, rank and gather people, plan the crop, decode and crop
-    RGB, normalize and flip the pose, augment the pose, pack (mirroring the pixels), collect.
+    RGB, normalize and flip the pose, augment the pose, pack (mirroring the pixels), turn joints
+    into the chosen ``feature`` (joint | bone | joint_motion | bone_motion), collect.
     """
     use_rgb, use_pose = parse_modality(modality)
     num_clips = 1 if train else int(num_clips)
@@ -68,6 +70,8 @@ def clip_pipeline(*, train: bool = False, modality: str = "rgb+pose", frames: in
         steps.append(PackRGB())
     if use_pose:
         steps.append(PackPose(num_persons=int(num_persons)))
+        if check_feature(feature) != "joint":
+            steps.append(PoseFeature(feature=feature, layout=layout))
     steps.append(Collect())
     return Compose(steps)
 
