@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("deformact.commands.ablate", "run the paper's ablation table over several seeds"),
     "extract-poses": ("deformact.commands.extract_poses", "2D poses from videos into a pyskl pickle"),
     "predict": ("deformact.commands.predict", "top-5 actions for a raw video"),
+    "stream": ("deformact.commands.stream", "one JSON line per window of a live source (file, camera, URL)"),
     "explain": ("deformact.commands.explain", "joint importance, temporal attention and 3DTS pictures"),
     "export": ("deformact.commands.export", "export a checkpoint to ONNX and check it in onnxruntime"),
     "bench": ("deformact.commands.bench", "time, memory and FLOP/s of the model and data path"),

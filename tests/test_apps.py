@@ -316,3 +316,4 @@ def test_commands_leave_error_printing_to_the_cli():
     for name, (module_name, _) in cli.COMMANDS.items():
         src = inspect.getsource(importlib.import_module(module_name))
         assert "return 2" not in src and "error:" not in src and "user_errors" not in src, name
+

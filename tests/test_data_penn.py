@@ -40,11 +40,16 @@ def test_conversion_counts_and_labels(penn_pkl, shared_dir):
 
 
 def test_loads_through_build_dataset(penn_pkl):
-    train = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), train_split="train", modality="pose", frames=16,
-                             num_persons=1, train=True)
+    # clip 1516 of train marks every joint invisible (score 0): nobody to learn from
+    with pytest.raises(dd.DataError, match=r"split 'train': annotation \d+ \(1516\) shows nobody.*skip_bad"):
+        dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), split="train", modality="pose", num_persons=1)
+    with pytest.warns(UserWarning, match="left out 1 clip"):
+        train = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), train_split="train", modality="pose",
+                                 frames=16, num_persons=1, train=True, skip_bad=True)
+    assert train.left_out == ["1516"] and train.num_left_out == 1 and "1516" not in train.video_names()
     test = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), test_split="test", modality="pose", frames=16,
                             num_persons=1, num_clips=3)
-    assert (len(train), len(test), train.num_classes, train.layout) == (1258, 1068, 15, "penn13")
+    assert (len(train), len(test), train.num_classes, train.layout) == (1257, 1068, 15, "penn13")
     assert train.class_names[0] == "baseball_pitch"
     batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)))
     assert batch["pose"].shape == (8, 1, 16, 13, 3) and batch["person_mask"].all()
@@ -56,9 +61,10 @@ def test_loads_through_build_dataset(penn_pkl):
     xy = item["pose"][..., :2][vis]
     assert ((xy > -0.01) & (xy < 1.01)).all()
     # person-centred pose-only normalization with rotation/scale/shift augmentation
-    aug = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), split="train", modality="pose", frames=16,
-                           num_persons=1, train=True, pose_norm="person", pose_rotate=10, pose_scale=0.1,
-                           pose_shift=0.05)
+    with pytest.warns(UserWarning, match="left out 1 clip"):
+        aug = dd.build_dataset(type="pyskl", ann_file=str(penn_pkl), split="train", modality="pose", frames=16,
+                               num_persons=1, train=True, pose_norm="person", pose_rotate=10, pose_scale=0.1,
+                               pose_shift=0.05, skip_bad=True)
     xy = aug[0]["pose"][..., :2][aug[0]["pose"][..., 2] > 0]
     assert xy.min() > -0.5 and xy.max() < 1.5 and (xy.amax(0) - xy.amin(0)).max() > 0.7
 

@@ -149,9 +149,14 @@ def test_nan_keypoints_and_frames_without_people(tmp_path):
     assert pose[p0, 0, 3].tolist() == [0, 0, 0] and pose[p1, 2, 5].tolist() == [0, 0, 0]
     assert pose[p0, 1, 7].tolist() == [0, 0, 0] and (pose[:, 3] == 0).all()
     assert item["person_mask"].tolist() == [True, True]
-    # a clip with no people at all
-    empty = _pose_ds(tmp_path, np.zeros((0, 4, 17, 2), np.float32), np.zeros((0, 4, 17), np.float32))[0]
+    # a clip with no people at all: zeros through the pipeline (predict on a video with nobody) ...
+    ann = {"frame_dir": "p", "label": 0, "img_shape": (100, 100), "keypoint": np.zeros((0, 4, 17, 2), np.float32),
+           "keypoint_score": np.zeros((0, 4, 17), np.float32)}
+    empty = dd.build_test_pipeline({"modality": "pose", "frames": 4, "compact": False})(ann)
     assert (empty["pose"] == 0).all() and not empty["person_mask"].any()
+    # ... but a dataset of nobody is an error, not a run that learns nothing
+    with pytest.raises(dd.DataError, match="no clip shows anybody"):
+        _pose_ds(tmp_path, ann["keypoint"], ann["keypoint_score"])
 
 
 def test_people_ranked_by_total_score(tmp_path):

@@ -147,17 +147,61 @@ def test_video_shorter_than_annotation(tmp_path):
 
 
 def test_skip_bad_replaces_and_counts(tmp_path):
-    ds, root, anns = _dataset(tmp_path, n=4, skip_bad=True)
+    ds, root, anns = _dataset(tmp_path, n=4, skip_bad=True, train=True)
     (root / f"{anns[1]['frame_dir']}.mp4").write_bytes(b"not a video")
     with pytest.warns(UserWarning, match=anns[1]["frame_dir"]):
         items = [ds[i] for i in range(4)]
-    assert ds.num_skipped == 1 and items[1]["label"] == anns[2]["label"]  # replaced by the next clip
-    # counted across DataLoader worker processes too
+    assert ds.num_skipped == 1 and items[1]["label"] == anns[2]["label"]  # training: replaced by the next clip
+    # counted across DataLoader worker processes too (not training: left out, never replaced)
     ds2, root2, anns2 = _dataset(tmp_path / "b", n=4, skip_bad=True)
     (root2 / f"{anns2[0]['frame_dir']}.mp4").unlink()
     (root2 / f"{anns2[2]['frame_dir']}.mp4").unlink()
     batches = list(torch.utils.data.DataLoader(ds2, batch_size=2, num_workers=2))  # warns in the workers
     assert sum(len(b["label"]) for b in batches) == 4 and ds2.num_skipped == 2
+    labels = torch.cat([b["label"] for b in batches]).tolist()
+    assert labels == [dd.SKIPPED_LABEL, anns2[1]["label"], dd.SKIPPED_LABEL, anns2[3]["label"]]
+
+
+def test_skip_bad_on_test_leaves_bad_clips_out(tmp_path):
+    """Not training: a bad clip becomes a placeholder (label SKIPPED_LABEL, the shapes of a real
+    item) that evaluation drops and counts; no neighbour is scored twice."""
+    ds, root, anns = _dataset(tmp_path, n=3, skip_bad=True, num_clips=2)
+    (root / f"{anns[0]['frame_dir']}.mp4").write_bytes(b"not a video")
+    with pytest.warns(UserWarning, match=anns[0]["frame_dir"]):
+        bad = ds[0]
+    good = ds[1]
+    assert bad["label"] == dd.SKIPPED_LABEL == -1 and ds.num_skipped == 1
+    assert {k: v.shape for k, v in bad.items() if k != "label"} == {k: v.shape for k, v in good.items()
+                                                                       if k != "label"}
+    assert not bad["person_mask"].any() and good["label"] == anns[1]["label"]
+
+
+@pytest.mark.parametrize("frames,size,message", [
+    (200, (64, 48), "has 40 frames but its annotation 200"),  # annotation longer: poses past the video
+    (16, (64, 48), "has 40 frames but its annotation 16"),    # video longer: RGB would start elsewhere
+    (40, (2, 2), r"is 64x48 but its annotation's img_shape is 2x2"),
+    (40, (256, 192), None), (41, (64, 48), None), (38, (64, 48), None),  # scaled copy, off-by-one exports
+    (40, (48, 64), None), (40, (66, 48), None)])  # rotated; rounded to even
+def test_video_must_fit_its_annotation(tmp_path, frames, size, message):
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "clip00000.mp4", _index_video(40))  # 40 frames of 64 x 48
+    ann = random_annotations(1, frames, img_shape=size[::-1], num_classes=1)[0]
+    dd.save_pyskl({"annotations": [ann]}, tmp_path / "a.pkl")
+    kw = {"type": "pyskl", "ann_file": str(tmp_path / "a.pkl"), "video_root": str(root), "frames": 4,
+          "image_size": 32}
+    ds = dd.build_dataset(**kw)
+    if message is None:
+        assert ds[0]["rgb"].shape == (3, 4, 32, 32)
+        return
+    with pytest.raises(dd.DataError, match="clip00000.mp4: the video " + message):
+        ds[0]
+    skip = dd.build_dataset(skip_bad=True, train=True, **kw)
+    with pytest.warns(UserWarning, match="clip00000.mp4"), pytest.raises(dd.DataError, match="1 bad sample"):
+        skip[0]  # the only clip: nothing to replace it with
+    test = dd.build_dataset(skip_bad=True, **kw)
+    with pytest.warns(UserWarning, match="clip00000.mp4"):
+        assert test[0]["label"] == dd.SKIPPED_LABEL and test.num_skipped == 1
 
 
 def test_one_extension_list_for_training_and_extraction(tmp_path):

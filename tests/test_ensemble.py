@@ -133,3 +133,44 @@ def test_ensemble_cli_one_line_errors(tmp_path, capsys):
         assert cli_main(["ensemble", *argv, "--out", str(tmp_path / "o2")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("deformact ensemble: ")
+
+
+# ------------------------------------------------------------------------------ two real streams
+def test_two_tiny_penn_streams_fuse_at_least_as_well_as_the_weaker(shared_dir, tmp_path):
+    """Joint and bone streams trained briefly on a Penn Action subset (real annotations): the
+    ensemble reads both runs' scores.npz, refuses a run scored on other videos, and is at least
+    as good as the weaker stream."""
+    from deformact.engine import load_config, run
+
+    convert_penn_action(shared_dir / "datasets" / "penn_action", tmp_path / "penn.pkl")
+    data = load_pyskl(tmp_path / "penn.pkl")
+    label = {a["frame_dir"]: a["label"] for a in data["annotations"]}
+
+    def first(names: list[str], k: int) -> list[str]:
+        seen: Counter = Counter()
+        return [n for n in names if seen.update([label[n]]) or seen[label[n]] <= k]
+
+    data["split"] = {"train": first(data["split"]["train"], 12), "test": first(data["split"]["test"], 6),
+                     "test_small": first(data["split"]["test"], 5)}
+    save_pyskl(data, tmp_path / "subset.pkl")
+    runs = {}
+    for feature, test_split in (("joint", "test"), ("bone", "test"), ("bone_motion", "test_small")):
+        cfg = load_config("penn_action_pose", [
+            f"data.ann_file={tmp_path / 'subset.pkl'}", f"data.test_split={test_split}", f"data.feature={feature}",
+            "data.num_clips=2", f"epochs={1 if feature == 'bone_motion' else 6}", "train.batch_size=30", "train.eval_every=0", "train.warmup_epochs=1",
+            "model.dim=32", "model.heads=2", "model.depth=2"])
+        runs[feature] = (run(cfg, tmp_path / feature, echo=lambda _m: None), tmp_path / feature)
+    (m_joint, joint), (m_bone, bone), (_, other) = runs["joint"], runs["bone"], runs["bone_motion"]
+    assert m_joint["num_samples"] == m_bone["num_samples"] == 90
+    for m, path in (runs["joint"], runs["bone"]):  # the saved scores reproduce the run's own metrics
+        s = load_scores(path)
+        assert s.split == "test" and len(s.labels) == 90
+        assert float((s.scores.argmax(1) == s.labels).mean()) == pytest.approx(m["top1"])
+    assert cli_main(["ensemble", str(joint), str(bone), "--out", str(tmp_path / "ens")]) == 0
+    fused = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert fused["num_samples"] == 90 and fused["split"] == "test"
+    assert [r["top1"] for r in fused["runs"]] == pytest.approx([m_joint["top1"], m_bone["top1"]])
+    assert fused["top1"] >= min(m_joint["top1"], m_bone["top1"])
+    assert fused["top1"] > 1 / 15  # above chance after 6 short epochs
+    with pytest.raises(DataError, match="different splits"):
+        ensemble([joint, other], tmp_path / "never")

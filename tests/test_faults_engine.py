@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,42 @@ def test_video_names_come_from_the_pyskl_annotations(tmp_path):
     ds = build_dataset(data, "test", train=False)
     assert video_names(ds) == [f"clip{i:03d}" for i in range(8, 12)]
 
+
+
+def test_bad_test_clips_are_left_out_and_counted_never_replaced(tmp_path):
+    """Off the training split, ``skip_bad`` leaves a bad clip out of the metrics and counts it in
+    ``skipped_samples``: a clip with nobody in it (found when the set is built) and a video that
+    cannot be decoded (found when it is loaded) alike; no other clip is scored twice."""
+    from deformact.data import build_dataset, load_pyskl, save_pyskl
+    from deformact.engine import evaluate
+    from deformact.models import build_model
+    from deformact.tools.data_bench import make_video
+
+    path = tiny_pyskl(tmp_path / "tiny.pkl")
+    data = load_pyskl(path)
+    test_names = data["split"]["test"]
+    bad_pose = next(a for a in data["annotations"] if a["frame_dir"] == test_names[0])
+    bad_pose["keypoint"][:] = np.nan
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for a in data["annotations"]:
+        if a["frame_dir"] in test_names:
+            t = a["keypoint"].shape[1]
+            make_video(videos / f"{a['frame_dir']}.mp4", num_frames=t, width=120, height=120)
+    (videos / f"{test_names[1]}.mp4").write_bytes(b"\x00" * 500)  # undecodable
+    save_pyskl(data, path)
+    with torch_threads(1):
+        for modality, bad in (("pose", 1), ("rgb+pose", 2)):
+            with pytest.warns(UserWarning, match="left out 1 clip"):
+                ds = build_dataset(type="pyskl", ann_file=path, split="test", modality=modality, frames=4,
+                                   image_size=32, num_persons=1, video_root=videos, skip_bad=True)
+            torch.manual_seed(0)
+            model = build_model("demo", num_classes=4, frames=4, image_size=32, num_persons=1, num_joints=17,
+                                modality=modality, dim=16, depth=1, heads=2, backbone_channels=[8, 8, 16])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the undecodable video's own warning
+                m = evaluate(model, ds, batch_size=4)
+            assert m["skipped_samples"] == bad, modality
+            assert m["num_samples"] == 16 - bad
+            kept = sorted(m["index"].tolist())
+            assert len(set(kept)) == len(kept)  # nothing scored twice

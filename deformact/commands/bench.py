@@ -1,7 +1,9 @@
 """``deformact bench``: time, memory and FLOP/s of the model and the data path on this machine.
 
 ``--data-only`` measures just the data loader (pose items/s per core, 16-frame 224² RGB+pose
-clips/s through ``--workers`` processes, optionally a real video with ``--real-video``).
+clips/s through ``--workers`` processes, optionally a real video with ``--real-video``);
+``--data-only --ntu-scale`` instead times an NTU-60-sized pose file (build time, clips/s through
+``--workers`` processes, memory as PSS; :mod:`deformact.tools.data_scale`).
 """
 
 from __future__ import annotations
@@ -24,16 +26,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the RGB figure (default 2)")
     parser.add_argument("--real-video", type=Path, default=None,
                         help="also time 16-frame clips decoded from this video (e.g. a 1080p NTU clip)")
+    parser.add_argument("--ntu-scale", action="store_true",
+                        help="with --data-only: an NTU-60-sized pose file (56,880 clips): build time, clips/s, PSS")
+    parser.add_argument("--ntu-clips", type=int, default=56_880, help="clips in the --ntu-scale file (56,880)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="--ntu-scale: folder for the generated file (kept for the next run; default $TMPDIR)")
 
 
 def main(args: argparse.Namespace) -> int:
     from deformact.errors import ConfigError
     from deformact.tools.benchmark import plot_time_vs_frames, run_all, run_data
 
+    if args.ntu_scale and not args.data_only:
+        raise ConfigError("--ntu-scale goes with --data-only")
     if args.data_only:
         if args.plot:
             raise ConfigError("--plot needs the model figures (drop --data-only)")
-        result = run_data(args.quick, args.workers, args.real_video)
+        if args.ntu_scale:
+            from deformact.tools.data_scale import ntu_scale_bench
+
+            result = ntu_scale_bench(args.workdir, args.ntu_clips, args.workers, 0.5 if args.quick else 1.0)
+        else:
+            result = run_data(args.quick, args.workers, args.real_video)
         for key, value in result.items():
             print(f"{key:36s} {value}")
     else:

@@ -23,19 +23,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+OUTPUTS = ("joint_importance.png", "temporal_attention.png", "sampling_points.png", "top5.png", "explain.json")
+
+
 def main(args: argparse.Namespace) -> int:
-    from deformact.io import load_pyskl
-    from deformact.tools.inference import load_model, one_line_warnings, predict_video
+    from deformact.tools.inference import load_model, load_poses, one_line_warnings, predict_video
+    from deformact.tools.outpaths import check_output_dir
     from deformact.viz.explain import explain
 
+    check_output_dir(args.out, OUTPUTS, [args.video, args.ckpt, args.poses, args.labels])
     model = load_model(args.ckpt, args.labels, args.device)
-    poses = load_pyskl(args.poses) if args.poses else None
+    poses = load_poses(args.poses) if args.poses else None
     with one_line_warnings(PROG):
         pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True, num_clips=1,
                              progress=not args.no_progress)
     info = explain(pred, args.out, checkpoint=str(args.ckpt))
+    info["persons_found"] = pred.persons_found
+    _add_persons_found(args.out, pred.persons_found)
     best = info["top5"][0]
     print(f"{pred.video.name}: {best['label']} ({best['score']:.3f})")
+    if pred.persons_found == 0:
+        print("  no person found in the video: the poses are empty and this answer rests on no pose")
     for name in [*info["pictures"], "explain.json"]:
         print(f"wrote {args.out.rstrip('/')}/{name}")
     return 0
+
+
+def _add_persons_found(out: str, found: int) -> None:
+    """Record the number of people seen in explain.json (rewritten atomically)."""
+    import json
+    from pathlib import Path
+
+    from deformact.tools.outpaths import atomic_output
+
+    path = Path(out) / "explain.json"
+    data = json.loads(path.read_text())
+    data["persons_found"] = found
+    with atomic_output(path, "explain.json") as tmp:
+        tmp.write_text(json.dumps(data, indent=1))

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output pyskl .pkl")
     parser.add_argument("--workers", type=int, default=1, help="penn-action: processes reading the files "
                                                                "(0 = one per CPU)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="penn-action: leave out label files that cannot be read (named and counted) "
+                             "instead of stopping")
     parser.add_argument("--val-fraction", type=float, default=0.15,
                         help="penn-holdout: share of each class held out (0.15)")
     parser.add_argument("--seed", type=int, default=0, help="penn-holdout: seed of the draw (0)")
@@ -44,10 +47,12 @@ def main(args: argparse.Namespace) -> int:
 
     from deformact.data import convert_penn_action
 
-    data = convert_penn_action(args.root, args.out, workers=args.workers)
+    data = convert_penn_action(args.root, args.out, workers=args.workers, skip_bad=args.skip_bad)
     counts = " / ".join(f"{len(v):,} {k}" for k, v in data["split"].items())
     print(f"wrote {args.out}: {counts} clips, {len(data['class_names'])} classes "
           f"({time.perf_counter() - t0:.1f} s)")
+    if data.get("skipped_files"):
+        print(f"skipped {len(data['skipped_files'])} unreadable label file(s): " + ", ".join(data["skipped_files"]))
     frames = Path(args.root) / "frames"
     if frames.is_dir():
         print(f"RGB frames found: use data.video_root={frames}")

@@ -19,7 +19,9 @@
   ``pose_shift`` (pose-only training augmentation, 0 = off), ``decode_threads`` (1), ``feature``
   ("joint" | "bone" | "joint_motion" | "bone_motion", the pose stream's input; also synthetic).
 * synthetic: ``seed`` (0), ``num_classes`` (12 = 4 motions x 3 colours), ``num_train`` (1000),
-  ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings.
+  ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings;
+  ``variant`` ("demo" | "objects": the held-object set of :mod:`deformact.data.synthetic_objects`,
+  16 frames at 112², 12 classes, items with ``object_track``).
 
 Unknown keys raise :class:`DataError`. Clips are made by the transforms of
 :mod:`deformact.data.pipeline`; :func:`build_test_pipeline` gives the test-time pipeline of a
@@ -43,6 +45,7 @@ _LAZY = {
     "convert_penn_action": "penn_action", "PENN_ACTIONS": "penn_action", "add_holdout_split": "splits",
     "Compose": "pipeline", "build_test_pipeline": "pipeline", "build_train_pipeline": "pipeline",
     "clip_pipeline": "pipeline", "parse_modality": "pipeline",
+    "SKIPPED_LABEL": "checks", "check_media": "checks", "ClipStore": "store",
 }
 # kept here for callers of the old paths; they live in deformact.io
 _IO = {"load_pyskl": "pyskl", "save_pyskl": "pyskl", "SafeUnpickler": "pyskl",
@@ -55,7 +58,7 @@ PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num
               "crop_ratio", "flip", "pose_norm", "pose_rotate", "pose_scale", "pose_shift", "decode_threads",
               "feature")
 SYNTHETIC_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "num_classes", "seed",
-                  "num_train", "num_test", "layout", "skip_bad", "flip", "feature")
+                  "num_train", "num_test", "layout", "skip_bad", "flip", "feature", "variant")
 
 __all__ = ["DataError", "VideoError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS",
            *_LAZY, *_IO]
@@ -91,6 +94,13 @@ def build_dataset(type: str = "pyskl", split: str | None = None, train: bool = F
         if kwargs.pop("layout", None) not in (None, "coco17"):
             raise DataError("the synthetic set uses the coco17 layout")
         kwargs.pop("skip_bad", None)
+        variant = kwargs.pop("variant", "demo")
+        if variant == "objects":  # the held-object benchmark (deformact.data.synthetic_objects)
+            from .synthetic_objects import SyntheticObjectsDataset
+
+            return SyntheticObjectsDataset(split=split or ("train" if train else "test"), train=train, **kwargs)
+        if variant != "demo":
+            raise DataError(f"data.variant must be 'demo' or 'objects' for type 'synthetic', got {variant!r}")
         from .synthetic import SyntheticDataset
 
         return SyntheticDataset(split=split or ("train" if train else "test"), train=train, **kwargs)

@@ -19,10 +19,12 @@ from deformact.errors import DataError
 from deformact.io.pyskl import load_pyskl
 from deformact.io.video import count_frames, find_media
 
+from .checks import SKIPPED_LABEL, check_contiguous_labels
 from .labels import load_label_map
 from .pipeline import Compose, RankPersons, clip_pipeline, parse_modality
 from .sampling import segment_indices
 from .skeletons import Skeleton, get_skeleton
+from .store import ClipStore, release_free_memory
 
 __all__ = ["PysklDataset", "parse_modality"]
 
@@ -57,9 +59,20 @@ class PysklDataset(torch.utils.data.Dataset):
     (absent modalities omitted; with ``num_clips = N > 1`` at test time every tensor gets a leading
     N). Pose x, y are in [0, 1] relative to the (cropped) frame, score in [0, 1]; a missing joint
     is (0, 0, 0). Every check that can fail on the annotation file runs here, at build time;
-    :attr:`anns` holds the checked annotations (pyskl keys, people ranked once in ``rank``) and
+    :attr:`anns` holds the checked annotations (a :class:`deformact.data.store.ClipStore`:
+    contiguous arrays, ``anns[i]`` a dict of pyskl keys with people ranked once in ``rank``) and
     :attr:`pipeline` turns one into an item (:func:`deformact.data.build_test_pipeline` builds
     the same test-time pipeline from a config's ``data:`` section).
+
+    Bad data (docs/FAILURES.md, "Data"): labels must run 0..K-1 or be declared (``num_classes``,
+    ``label_map``, the file's ``class_names``); a clip with nobody in it (no frame with a joint
+    whose position is finite and score > 0) is an error naming it, or with ``skip_bad`` left out
+    and counted in :attr:`left_out`; a split with nobody in any clip is an error. A clip that
+    fails to load (unreadable video, or one that contradicts its annotation,
+    :func:`deformact.data.checks.check_media`) is an error, or with ``skip_bad``: when training,
+    replaced by the next good clip; otherwise returned as a placeholder item whose ``label`` is
+    :data:`deformact.data.checks.SKIPPED_LABEL` (-1), which evaluation must drop and count.
+    Both kinds are counted in :attr:`num_skipped` (load time) and :attr:`num_left_out` (build time).
     """
 
     def __init__(self, ann_file: str | os.PathLike, split: str | None = None, modality: str = "rgb+pose",
@@ -96,8 +109,13 @@ class PysklDataset(torch.utils.data.Dataset):
         self.class_names = self._class_names(data, label_map, num_classes)
         self.num_classes = len(self.class_names)
         self.skeleton: Skeleton | None = get_skeleton(layout) if layout else None
-        self.anns = [self._check_ann(a, i) for i, a in enumerate(anns)]
+        checked = [self._check_ann(a, i) for i, a in enumerate(anns)]
+        del data, anns  # only the packed copy below is kept
         self.layout = self.skeleton.name if self.skeleton else None
+        self.left_out: list[str] = []
+        self.anns = self._drop_unusable(ClipStore(checked), split)
+        del checked
+        release_free_memory()
 
         self.video_root = Path(video_root) if video_root is not None else None
         if self.use_rgb:
@@ -135,6 +153,26 @@ class PysklDataset(torch.utils.data.Dataset):
                             f"e.g. {missing[:3]}")
         return [by_dir[n] for n in names]
 
+    def _drop_unusable(self, store: ClipStore, split: str | None) -> ClipStore:
+        if not self.use_pose:
+            return store
+        usable = store.usable()
+        if usable.all():
+            return store
+        where = f"{self.ann_file}" + (f", split {split!r}" if split else "")
+        if not usable.any():
+            raise DataError(f"{where}: no clip shows anybody (every joint is missing, not finite or has "
+                            f"score 0 in all {len(store)} clips); nothing to learn from or test on")
+        bad = np.flatnonzero(~usable)
+        first = f"annotation {bad[0]} ({store.frame_dir[bad[0]]})"
+        if not self.skip_bad:
+            raise DataError(f"{where}: {first} shows nobody (no frame has a joint with a finite position "
+                            f"and score > 0; {len(bad)} such clip(s)); fix the file or set data.skip_bad: true "
+                            "to leave them out (counted)")
+        self.left_out = [str(store.frame_dir[i]) for i in bad]
+        warnings.warn(f"{where}: left out {len(bad)} clip(s) that show nobody, e.g. {first}", stacklevel=3)
+        return store.subset(usable)
+
     def _class_names(self, data: dict, label_map, num_classes: int | None) -> list[str]:
         if label_map is not None:
             names = load_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else list(label_map)
@@ -144,11 +182,14 @@ class PysklDataset(torch.utils.data.Dataset):
         stored = data.get("class_names")
         if num_classes is None and isinstance(stored, (list, tuple)) and stored:
             return [str(n) for n in stored]
-        if num_classes is None:
+        if num_classes is None:  # nothing declared: the labels must run 0..K-1
+            anns = data["annotations"]
             try:
-                num_classes = 1 + max(int(a["label"]) for a in data["annotations"])
-            except (KeyError, TypeError, ValueError):
+                labels = [a["label"] for a in anns]
+            except (KeyError, TypeError):
                 raise DataError(f"{self.ann_file}: every annotation needs an integer 'label'") from None
+            names = [a.get("frame_dir", "?") for a in anns]
+            num_classes = max(check_contiguous_labels(labels, names, str(self.ann_file)), 1)
         if isinstance(stored, (list, tuple)) and len(stored) == int(num_classes):
             return [str(n) for n in stored]
         return [str(i) for i in range(int(num_classes))]
@@ -163,7 +204,10 @@ class PysklDataset(torch.utils.data.Dataset):
             raise DataError(f"{where}: missing or non-integer 'label'") from None
         if not 0 <= label < self.num_classes:
             raise DataError(f"{where}: label {label} out of range [0, {self.num_classes})")
-        out = {"frame_dir": str(a["frame_dir"]), "label": label, "total_frames": a.get("total_frames")}
+        total = a.get("total_frames")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 0):
+            raise DataError(f"{where}: total_frames must be a whole number >= 0, got {total!r}")
+        out = {"frame_dir": str(a["frame_dir"]), "label": label, "total_frames": total}
         shape = a.get("img_shape", a.get("original_shape"))
         if shape is not None:
             try:
@@ -211,8 +255,40 @@ class PysklDataset(torch.utils.data.Dataset):
 
     @property
     def num_skipped(self) -> int:
-        """Bad samples replaced so far (``skip_bad=True``), summed over DataLoader workers."""
+        """Bad samples met while loading so far (``skip_bad=True``; replaced when training, else
+        returned as placeholders), summed over DataLoader workers."""
         return int(self._skipped.value)
+
+    @property
+    def num_left_out(self) -> int:
+        """Clips of the split left out at build time (``skip_bad=True``): they show nobody."""
+        return len(self.left_out)
+
+    def video_names(self) -> list[str]:
+        """``frame_dir`` of every item, in dataset order."""
+        return [str(n) for n in self.anns.frame_dir]
+
+    def placeholder(self) -> dict[str, Any]:
+        """The item standing for a clip left out at test time: the shapes of a real item, zeros,
+        ``label`` = :data:`SKIPPED_LABEL`; evaluation drops and counts it."""
+        t, p, n = self.frames, self.num_persons, self.num_clips
+        lead = (n,) if n > 1 else ()
+        item: dict[str, Any] = {}
+        if self.use_rgb:
+            item["rgb"] = torch.zeros(*lead, 3, t, self.image_size, self.image_size)
+        if self.use_pose:
+            v = self.skeleton.num_joints if self.skeleton else 17
+            item["pose"] = torch.zeros(*lead, p, t, v, 3)
+            item["person_mask"] = torch.zeros(*lead, p, dtype=torch.bool)
+        item["label"] = SKIPPED_LABEL
+        return item
+
+    def _bad(self, e: DataError) -> None:
+        self._skipped.add()
+        msg = str(e)
+        if msg not in self.bad_files:
+            self.bad_files.append(msg)
+            warnings.warn(f"skipping bad sample: {msg}", stacklevel=3)
 
     def _get_rng(self) -> np.random.Generator:
         # torch seeds each DataLoader worker (and re-seeds every epoch): follow it, so runs repeat
@@ -224,16 +300,19 @@ class PysklDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not self.skip_bad:
             return self.load(index)
-        for k in range(min(len(self), 20)):
+        if not self.train:  # never score another clip in its place: left out, counted
+            try:
+                return self.load(index)
+            except DataError as e:
+                self._bad(e)
+                return self.placeholder()
+        tries = min(len(self), 20)
+        for k in range(tries):
             try:
                 return self.load((index + k) % len(self))
             except DataError as e:
-                self._skipped.add()
-                msg = str(e)
-                if msg not in self.bad_files:
-                    self.bad_files.append(msg)
-                    warnings.warn(f"skipping bad sample: {msg}", stacklevel=2)
-        raise DataError(f"{self.ann_file}: 20 bad samples in a row from index {index}; giving up")
+                self._bad(e)
+        raise DataError(f"{self.ann_file}: {tries} bad sample(s) in a row from index {index}; giving up")
 
     def frame_indices(self, index: int) -> np.ndarray:
         """The (num_clips x frames) indices ``load`` would use at test time (deterministic)."""

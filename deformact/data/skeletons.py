@@ -90,3 +90,56 @@ def get_skeleton(layout: str | None = None, num_joints: int | None = None) -> Sk
     if num_joints is not None and num_joints != skel.num_joints:
         raise DataError(f"layout {layout} has {skel.num_joints} joints, data has {num_joints}")
     return skel
+
+
+# Joints of one layout that another names differently or lacks, as the mean of joints it has:
+# Penn Action's head is COCO's nose; Kinect's spine, neck,
+# hands and feet are midpoints or the nearest COCO joint (wrist, ankle). Scores take the minimum.
+JOINT_SOURCES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "head": (("nose",),),
+    "nose": (("head",),),
+    "spine_base": (("left_hip", "right_hip"),),
+    "spine_mid": (("left_shoulder", "right_shoulder", "left_hip", "right_hip"),),
+    "spine_shoulder": (("left_shoulder", "right_shoulder"),),
+    "neck": (("left_shoulder", "right_shoulder"),),
+    **{f"{side}_{part}": ((f"{side}_wrist",),) for side in ("left", "right") for part in ("hand", "hand_tip", "thumb")},
+    **{f"{side}_wrist": ((f"{side}_hand",),) for side in ("left", "right")},
+    **{f"{side}_foot": ((f"{side}_ankle",),) for side in ("left", "right")},
+}
+
+
+def joint_mapping(src: Skeleton, dst: Skeleton) -> list[tuple[int, ...]]:
+    """For every joint of ``dst``, the ``src`` joint indices whose mean gives it: the joint of the
+    same name, else the first :data:`JOINT_SOURCES` entry whose joints ``src`` all has. A ``dst``
+    joint with neither is a :class:`DataError` naming the joints that cannot be mapped."""
+    index = {name: i for i, name in enumerate(src.joints)}
+    out: list[tuple[int, ...]] = []
+    missing: list[str] = []
+    for name in dst.joints:
+        if name in index:
+            out.append((index[name],))
+            continue
+        options = [opt for opt in JOINT_SOURCES.get(name, ()) if all(j in index for j in opt)]
+        if options:
+            out.append(tuple(index[j] for j in options[0]))
+        else:
+            missing.append(name)
+    if missing:
+        raise DataError(f"cannot map {src.name} poses to the {dst.name} layout: no {src.name} joint for "
+                        f"{', '.join(missing)}")
+    return out
+
+
+def map_joints(keypoint: np.ndarray, score: np.ndarray, src: Skeleton, dst: Skeleton
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints ... x V_src x C and scores ... x V_src in the ``dst`` layout (see :func:`joint_mapping`):
+    a joint made of several is their mean, scored by the least confident of them."""
+    kp, sc = np.asarray(keypoint, np.float32), np.asarray(score, np.float32)
+    if kp.shape[-2] != src.num_joints or sc.shape[-1] != src.num_joints:
+        raise DataError(f"poses have {kp.shape[-2]} joints, the {src.name} layout {src.num_joints}")
+    if src == dst:
+        return kp, sc
+    mapping = joint_mapping(src, dst)
+    out_kp = np.stack([kp[..., list(ids), :].mean(-2) for ids in mapping], -2)
+    out_sc = np.stack([sc[..., list(ids)].min(-1) for ids in mapping], -1)
+    return out_kp, out_sc

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from deformact.errors import ConfigError, DataError
-from deformact.io.pyskl import load_pyskl, save_pyskl
+from deformact.io.pyskl import check_output_path, load_pyskl, save_pyskl
 
 
 def add_holdout_split(ann_file: str | os.PathLike, out: str | os.PathLike | None = None, val_fraction: float = 0.15,
@@ -30,6 +30,8 @@ def add_holdout_split(ann_file: str | os.PathLike, out: str | os.PathLike | None
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if invisible_score is not None and not 0 < invisible_score <= 1:
         raise ConfigError(f"invisible_score must be in (0, 1] or None, got {invisible_score}")
+    if out is not None:
+        check_output_path(out)  # before the work
     data = load_pyskl(ann_file)
     if not isinstance(data, dict) or "train" not in data.get("split", {}):
         raise DataError(f"{ann_file}: needs a pyskl dict with a 'train' split")

@@ -135,6 +135,8 @@ def image_side_joints(p: dict[str, np.ndarray], person: int) -> dict[str, np.nda
     out["nose"] = np.stack([dx, np.full_like(dx, -0.895)], -1)
     h = p["height"][:, person, None, None]
     origin = np.stack([p["foot_x"][:, person], p["foot_y"][:, person]], -1)[:, None]
+    if "jitter" in p:  # camera shake (n x F x 2, frame fractions): moves the whole picture per frame
+        origin = origin + p["jitter"]
     return {k: origin + h * v for k, v in out.items()}
 
 

@@ -13,12 +13,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from deformact.data.checks import drop_placeholders
 from deformact.engine import dist
 from deformact.engine.builders import ShardSampler, check_labels, make_loader, model_inputs
 from deformact.engine.metrics import Results, merge, summarize
 from deformact.engine.outputs import describe_os_error, write_text
 from deformact.engine.runtime import autocast, show_progress
-from deformact.errors import TrainingError
+from deformact.errors import DataError, TrainingError
 
 PUBLIC_METRICS = ("top1", "top5", "mean_class_acc", "loss")
 
@@ -42,23 +43,49 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
     was_training = model.training
     model.eval()
     num_classes = int(dataset.num_classes)
-    res, order, pos = Results(), sampler.indices, 0
+    # a copy: bad clips that ``skip_bad`` replaced by placeholders are taken out of it
+    res, order, pos, skipped = Results(), list(sampler.indices), 0, 0
+    # sets that expose their deciding object (deformact.data.synthetic_objects) also score where
+    # the 3DTS points of the last block fall: [near the object, all points] (docs/RESULTS.md)
+    cfg = getattr(model, "config", None)
+    locate = (callable(getattr(dataset, "object_tracks", None)) and cfg is not None and cfg.use_rgb
+              and cfg.rgb_attention != "full")
+    hits = [0, 0]
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=not (show_progress() and ctx.is_main))
     for batch in bar:
+        # off the training split a bad clip is left out and counted, never replaced by another
+        batch, dropped = drop_placeholders(batch, order, pos)
+        skipped += dropped
+        if not batch:
+            continue
         label = batch["label"].to(ctx.device).long()
         check_labels(label, num_classes)
         b = label.shape[0]
         with autocast(ctx.device, amp):
-            logits = model(**model_inputs(batch, ctx.device, clips=num_clips > 1)).float()
+            logits = model(**model_inputs(batch, ctx.device, clips=num_clips > 1), return_maps=locate)
+        if locate:
+            from deformact.data.synthetic_objects import localisation_hits
+
+            logits, maps = logits
+            near = localisation_hits(maps["sampling_locations"][:, -1].cpu(), batch["object_track"].flatten(0, -3))
+            hits = [hits[0] + int(near.sum()), hits[1] + near.numel()]
+        logits = logits.float()
         logits = logits.view(b, -1, logits.shape[-1])
         scores = logits.softmax(-1).mean(1) if average == "prob" else logits.mean(1)
         res.add(torch.as_tensor(order[pos:pos + b]), label, scores, average)
         pos += b
     model.train(was_training)
     merged = merge(dist.all_gather_objects(ctx, res.arrays()))
+    if not len(merged["label"]):
+        raise DataError(f"no {desc} clip could be evaluated: all {len(dataset)} were left out as bad (skip_bad)")
     out = summarize(merged, num_classes)
+    if locate:
+        gathered = dist.all_gather_objects(ctx, hits)
+        out["localisation"] = sum(h[0] for h in gathered) / max(sum(h[1] for h in gathered), 1)
     out.update(num_clips=num_clips, scores=merged["scores"], labels=merged["label"], index=merged["index"])
+    out["skipped_samples"] = (sum(dist.all_gather_objects(ctx, skipped))
+                              + int(getattr(dataset, "num_left_out", 0) or 0))
     return out
 
 
@@ -88,7 +115,9 @@ def write_test_outputs(m: dict, out: Path, class_names: list[str], ctx: dist.Dis
     """``metrics.json``, ``confusion_matrix.png`` and, given the videos' ``names`` (dataset order),
     ``scores.npz`` (rank 0); returns the metrics dict."""
     metrics = {**{k: m[k] for k in PUBLIC_METRICS}, "num_samples": m["num_samples"],
-               "num_clips": m["num_clips"], **(extra or {})}
+               "num_clips": m["num_clips"], "skipped_samples": int(m.get("skipped_samples", 0)),
+               **({"localisation": m["localisation"]} if "localisation" in m else {}),
+               **(extra or {})}
     if ctx.is_main:
         from deformact.engine.outputs import make_out_dir
         from deformact.engine.plots import plot_confusion

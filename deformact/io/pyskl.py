@@ -257,17 +257,32 @@ def _check_plain(obj: Any, where: str = "obj") -> None:
     raise DataError(f"cannot save {where}: type {type(obj).__name__} is not plain data")
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file that can be written (before long work): a :class:`DataError` naming it
+    when it is a folder, lies under a file, or its folder cannot be made or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"cannot write {path}: it is a folder")
+    parent = path.parent
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise DataError(f"cannot write {path}: {p} is a file")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise DataError(f"cannot write {path}: {p} is not writable")
+            break
+    return path
+
+
 def save_pyskl(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` (plain containers + numpy arrays only, so :func:`load_pyskl` reads it back)
     atomically (a temp file renamed over ``path``). A folder that cannot be made, a path that is
     a folder, no permission or a full disk raise :class:`DataError` naming the path; an earlier
     file at ``path`` is then left as it was."""
     _check_plain(obj)
-    path = Path(path)
+    path = check_output_path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             pickle.dump(obj, f, protocol=4)

@@ -1,5 +1,6 @@
 """RGB backbone: frames -> feature volume B x D x T' x H/16 x W/16 (docs/DESIGN.md, "RGB backbone").
 
+``model.backbone="stem"`` (the other members of the family: :mod:`deformact.models.backbones`).
 A compact ResNet3D-style stem trained from scratch (the paper's "no pre-training"). Blocks are
 (2+1)D — a 1x3x3 spatial conv then a 3x1x1 temporal conv — which costs far less than full 3x3x3
 kernels at the same receptive field.
@@ -53,16 +54,11 @@ class RGBBackbone(nn.Module):
         return self.proj(self.stage2(self.stage1(self.stem(x)))).contiguous()
 
     def load_local_weights(self, path: str | Path) -> None:
-        """Load a user-supplied state_dict from a local file (weights only; never runs code)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone weights not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if len(missing) == len(self.state_dict()):
-            raise ValueError(f"{path}: no tensor matches the backbone (unexpected keys: {unexpected[:5]})")
+        """Load a user-supplied local state dict (weights only, strict keys;
+        :func:`deformact.models.backbones.load_backbone_weights`)."""
+        from deformact.models.backbones import load_backbone_weights
+
+        load_backbone_weights(self, path)
 
 
 class PositionEmbedding3D(nn.Module):

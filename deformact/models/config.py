@@ -16,6 +16,8 @@ from typing import Any
 
 MODALITIES = ("rgb+pose", "rgb", "pose")
 RGB_ATTENTIONS = ("deformable", "grid", "full")
+OFFSET_CONDITIONS = ("none", "cm")
+BACKBONES = ("stem", "x3d_tiny", "x3d_s", "x3d_m")
 
 
 @dataclass
@@ -57,6 +59,12 @@ class ModelConfig:
     # skeleton layout of the pose input (coco17 | ntu25 | penn13); None = inferred from num_joints.
     # Joint stride attention groups its bones and flip pairs by it (docs/DESIGN.md)
     layout: str | None = None
+    # RGB backbone family (docs/DESIGN.md, "RGB backbone"): "stem" (the compact (2+1)D stem above,
+    # sized by backbone_channels) or "x3d_tiny" / "x3d_s" / "x3d_m" (X3D-style, deformact.models.backbones)
+    backbone: str = "stem"
+    # what the 3DTS offset network sees besides the RGB queries (docs/DESIGN.md, "offset
+    # conditioning"): "none" or "cm" (the CM tokens, which carry the pose, and each cell's position)
+    offset_condition: str = "none"
 
     def __post_init__(self) -> None:
         # YAML/JSON round-trips turn tuples into lists
@@ -97,6 +105,8 @@ class ModelConfig:
              f"T' = frames / temporal_patch = {self.token_frames} must be divisible by temporal_stride")
         need(self.joint_stride <= self.num_joints, "joint_stride must be <= num_joints")
         need(len(self.ref_downsample) == 3, "ref_downsample must have 3 entries (t, h, w)")
+        need(self.offset_condition in OFFSET_CONDITIONS, f"offset_condition must be one of {OFFSET_CONDITIONS}")
+        need(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.layout is not None:
             from deformact.data.skeletons import SKELETONS
 

@@ -8,6 +8,7 @@ Queries are [Z; CM tokens], keys/values are [Z~; CM tokens].
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,24 @@ def pool_to_grid(x: Tensor, size: tuple[int, int, int]) -> Tensor:
     return x
 
 
+def pool_cells(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Adaptive average pooling of the middle axes of a channels-last B x (axes) x C tensor to
+    ``size`` (the bins of :func:`pool_axis`). An axis that divides evenly is summed in contiguous
+    blocks (a reshape and one reduction: no copy, no matmul); any other goes through
+    :func:`pool_axis`. The same numbers as :func:`pool_to_grid` on the channels-first layout."""
+    scale = 1.0
+    for axis, out in enumerate(size, start=1):
+        n = x.shape[axis]
+        if n == out:
+            continue
+        if n % out == 0:
+            x = x.unflatten(axis, (out, n // out)).sum(axis + 1)
+            scale *= out / n
+        else:
+            x = pool_axis(x, axis, out)
+    return x if scale == 1.0 else x * scale
+
+
 def reference_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device=None,
                    dtype: torch.dtype = torch.float32) -> Tensor:
     """Centres of a uniform grid of ``size`` cells over a ``volume`` of tokens, as (t, y, x) in
@@ -93,6 +112,25 @@ def cell_size(size: tuple[int, int, int], volume: tuple[int, int, int], device=N
     2 / (n - 1) there (not 2 / n)."""
     return torch.tensor([(full / n) * 2 / max(full - 1, 1) for n, full in zip(size, volume)],
                         device=device, dtype=dtype)
+
+
+_GRIDS: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def cached_grid(size: tuple[int, int, int], volume: tuple[int, int, int], device: torch.device,
+                dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(:func:`reference_grid`, :func:`cell_size`) of a shape: constants of the shapes, so they are
+    computed once per (shape, device, dtype) and shared by every block and step (fresh ones while
+    compiling or exporting, where they become constants of the graph)."""
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return reference_grid(size, volume, device, dtype), cell_size(size, volume, device, dtype)
+    key = (tuple(size), tuple(volume), torch.device(device), dtype)
+    hit = _GRIDS.get(key)
+    if hit is None:
+        with torch.inference_mode(False), torch.no_grad():  # usable later by training steps too
+            hit = reference_grid(size, volume, device, dtype), cell_size(size, volume, device, dtype)
+        _GRIDS[key] = hit
+    return hit
 
 
 def to_clip_fraction(points: Tensor, volume: tuple[int, int, int]) -> Tensor:
@@ -115,10 +153,13 @@ class TokenSearch3D(nn.Module):
     so a new model reads the uniform grid. The offset network (docs/DESIGN.md): the query volume is
     average-pooled to one feature per cell, then depthwise 3D conv -> GELU -> 1x1x1 conv -> tanh.
     ``deformable=False`` keeps the uniform grid (the "grid" ablation): no offset network at all.
+    ``condition="cm"`` lets the offsets see the people (docs/DESIGN.md, "offset conditioning"): a
+    projection of the CM tokens (which carry the pose, paper Sec. 3.2) and of each cell's reference
+    position is added to the offset features before the last layer.
     """
 
     def __init__(self, dim: int, groups: int, downsample: tuple[int, int, int], max_frames: int,
-                 offset_range: float, kernel: int = 3, deformable: bool = True) -> None:
+                 offset_range: float, kernel: int = 3, deformable: bool = True, condition: str = "none") -> None:
         super().__init__()
         self.groups, self.downsample, self.max_frames = groups, downsample, max_frames
         self.offset_range = offset_range
@@ -129,6 +170,10 @@ class TokenSearch3D(nn.Module):
             self.offset_net = nn.Sequential(nn.GELU(), nn.Conv3d(c, 3, 1))
             nn.init.zeros_(self.offset_net[-1].weight)  # start on the reference grid
             nn.init.zeros_(self.offset_net[-1].bias)
+            self.cm_proj = self.ref_proj = None
+            if condition == "cm":
+                self.cm_proj = nn.Linear(dim, dim)  # each group gets its own c-channel slice
+                self.ref_proj = nn.Linear(3, c)
 
     def grid_size(self, volume: tuple[int, int, int]) -> tuple[int, int, int]:
         t, h, w = (math.ceil(n / r) for n, r in zip(volume, self.downsample))
@@ -139,22 +184,37 @@ class TokenSearch3D(nn.Module):
         t = self.grid_size(volume)[0]
         return min(volume[0], t * self.downsample[0]), volume[1], volume[2]
 
-    def forward(self, query_volume: Tensor) -> Tensor:
-        """query_volume: B x D x T' x H' x W' -> sampling points B*G x P x 3, (t, y, x) in the
-        align_corners coordinates of the value volume (:meth:`value_volume`)."""
+    def forward(self, query_volume: Tensor, cm: Tensor | None = None) -> Tensor:
+        """query_volume: B x D x T' x H' x W', cm: B x K x D CM tokens (used with ``condition="cm"``)
+        -> sampling points B*G x P x 3, (t, y, x) in the align_corners coordinates of the value
+        volume (:meth:`value_volume`)."""
         b, _, *volume = query_volume.shape
         size, values = self.grid_size(tuple(volume)), self.value_volume(tuple(volume))
         dtype = torch.promote_types(query_volume.dtype, torch.float32)  # coordinates: at least fp32
-        ref = reference_grid(size, values, query_volume.device, dtype)
-        ref = ref.expand(b * self.groups, -1, -1)
+        ref, cell = cached_grid(size, values, query_volume.device, dtype)
         if self.offset_net is None:
-            return ref
-        q = rearrange(query_volume, "b (g c) t h w -> (b g) c t h w", g=self.groups)
-        feat = self.dwconv(pool_to_grid(q, size))  # pooled to one feature per reference cell
-        offset = self.offset_net(feat).tanh()  # (b g) x 3 x t h w, bounded
-        cell = cell_size(size, values, q.device, dtype)
-        offset = rearrange(offset, "s c t h w -> s (t h w) c") * (cell * self.offset_range)
-        return ref + offset
+            return ref.expand(b * self.groups, -1, -1)
+        # channels-last throughout (B x t x h x w x G x C): from the token sequence the permute below
+        # is free, and every step is a reduction, a depthwise conv or a linear layer on the last axis
+        feat = pool_cells(query_volume.permute(0, 2, 3, 4, 1), size)  # one feature per reference cell
+        feat = self._depthwise(feat).unflatten(-1, (self.groups, -1))
+        if self.cm_proj is not None and cm is not None:
+            cond = self.cm_proj(cm).sum(1).unflatten(-1, (self.groups, -1))  # B x G x C
+            where = self.ref_proj(ref.to(feat.dtype)).unflatten(0, size)  # t x h x w x C
+            feat = feat + cond[:, None, None, None] + where[:, :, :, None]
+        act, last = self.offset_net  # GELU, then the 1x1x1 conv as a linear layer on the channels
+        offset = F.linear(act(feat), last.weight.flatten(1), last.bias).tanh()  # B x t x h x w x G x 3
+        offset = offset.permute(0, 4, 1, 2, 3, 5).reshape(b * self.groups, -1, 3)
+        return torch.addcmul(ref, offset, cell * self.offset_range)  # bounded to offset_range cells
+
+    def _depthwise(self, feat: Tensor) -> Tensor:
+        """``dwconv`` on every group's channel slice at once (B x t x h x w x G*C, channels-last):
+        one depthwise conv over the G*C channels with the weights repeated per group, so the
+        groups need no regrouping copy."""
+        conv, g = self.dwconv, self.groups
+        out = F.conv3d(feat.permute(0, 4, 1, 2, 3), conv.weight.repeat(g, 1, 1, 1, 1), conv.bias.repeat(g),
+                       padding=conv.padding, groups=conv.groups * g)
+        return out.permute(0, 2, 3, 4, 1)
 
 
 class TrilinearRead(nn.Module):
@@ -172,11 +232,13 @@ class DeformableAttention3D(nn.Module):
 
     def __init__(self, dim: int, heads: int, mode: str = "deformable", groups: int = 2,
                  downsample: tuple[int, int, int] = (2, 2, 2), max_frames: int = 4,
-                 offset_range: float = 2.0, kernel: int = 3, attn_drop: float = 0.0) -> None:
+                 offset_range: float = 2.0, kernel: int = 3, attn_drop: float = 0.0, *,
+                 offset_condition: str = "none") -> None:
         super().__init__()
         self.mode, self.groups = mode, groups
         self.search = None if mode == "full" else TokenSearch3D(
-            dim, groups, downsample, max_frames, offset_range, kernel, deformable=mode == "deformable")
+            dim, groups, downsample, max_frames, offset_range, kernel, deformable=mode == "deformable",
+            condition=offset_condition)
         self.pos = nn.Linear(3, dim // groups)  # per-group position signal of the key locations
         self.attn = Attention(dim, heads, attn_drop)
         self.read = TrilinearRead()
@@ -191,12 +253,14 @@ class DeformableAttention3D(nn.Module):
         maps: dict = {}
         if self.search is None:
             keys = z
-            points = reference_grid(volume, volume, z.device).expand(b * self.groups, -1, -1)
+            points = cached_grid(volume, volume, z.device, torch.float32)[0].expand(b * self.groups, -1, -1)
         else:
             zv = rearrange(z, "b (t h w) d -> b d t h w", t=volume[0], h=volume[1])
-            points = self.search(zv)  # (b g) x P x 3
+            points = self.search(zv, cm)  # (b g) x P x 3
             values = self.search.value_volume(volume)
-            zg = rearrange(pool_axis(zv, -3, values[0]), "b (g c) t h w -> (b g) c t h w", g=self.groups)
+            # the value volume: time-pooled on the token sequence (contiguous), then one read for all groups
+            zt = pool_cells(z.unflatten(1, (volume[0], -1)), values[:1]).unflatten(2, values[1:])
+            zg = rearrange(zt, "b t h w (g c) -> (b g) c t h w", g=self.groups)
             keys = rearrange(self.read(zg, points), "(b g) c p -> b p (g c)", g=self.groups)
             if return_maps:
                 maps["sampling_locations"] = rearrange(to_clip_fraction(points, values), "(b g) p c -> b g p c",

@@ -6,7 +6,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from deformact.models.backbone import PositionEmbedding3D, RGBBackbone
+from deformact.models.backbone import PositionEmbedding3D
+from deformact.models.backbones import build_backbone
 from deformact.models.config import ModelConfig
 from deformact.models.deformable import DeformableAttention3D
 from deformact.models.grouping import joint_assignments
@@ -65,7 +66,8 @@ class DeformableTransformerBlock(nn.Module):
         if cfg.use_rgb:
             self.rgb = SubLayer(d, DeformableAttention3D(
                 d, h, cfg.rgb_attention, cfg.offset_groups, cfg.ref_downsample, cfg.ref_max_frames,
-                cfg.offset_range, cfg.offset_kernel, cfg.attn_drop), cfg.mlp_ratio, drop_path)
+                cfg.offset_range, cfg.offset_kernel, cfg.attn_drop, offset_condition=cfg.offset_condition),
+                cfg.mlp_ratio, drop_path)
         if cfg.use_pose:
             self.joint = SubLayer(d, JointStrideAttention(
                 d, h, cfg.num_persons, cfg.num_joints, cfg.joint_stride, cfg.attn_drop, joint_assignment),
@@ -100,9 +102,7 @@ class DeformableTransformer(nn.Module):
         t, s = cfg.token_frames, cfg.token_size
         self.volume = (t, s, s)
         if cfg.use_rgb:
-            self.backbone = RGBBackbone(cfg.dim, cfg.backbone_channels, cfg.temporal_patch)
-            if cfg.backbone_weights:
-                self.backbone.load_local_weights(cfg.backbone_weights)
+            self.backbone = build_backbone(cfg)  # loads cfg.backbone_weights when set
             self.pos_embed = PositionEmbedding3D(cfg.dim, t, s, s)
         if cfg.use_pose:
             self.pose_embed = PoseEmbedding(cfg.dim, cfg.num_joints, t, cfg.pose_channels, cfg.temporal_patch)

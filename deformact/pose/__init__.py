@@ -10,10 +10,11 @@ from deformact.io.video import VideoInfo, iter_frames, list_videos, probe, read_
 
 from .base import PoseEstimator, available_estimators, build_estimator, register_estimator
 from .mediapipe_pose import MEDIAPIPE_TO_COCO17, MediaPipePose
+from .mediapipe_tasks import MediaPipeMultiPose
 from .tracking import track_persons
 
 __all__ = [
-    "COCO17", "MEDIAPIPE_TO_COCO17", "MediaPipePose", "PoseEstimator", "VideoError", "VideoInfo",
+    "COCO17", "MEDIAPIPE_TO_COCO17", "MediaPipeMultiPose", "MediaPipePose", "PoseEstimator", "VideoError", "VideoInfo",
     "available_estimators", "build_estimator", "iter_frames", "list_videos", "probe", "read_frames",
     "register_estimator", "track_persons",
 ]  # fmt: skip

@@ -26,27 +26,31 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-6)
 
 
-def track_persons(
-    per_frame: list[list[np.ndarray]], max_persons: int, num_joints: int = 17
-) -> tuple[np.ndarray, np.ndarray]:
-    """Link detections into ``max_persons`` tracks.
+class OnlineTracker:
+    """Frame-by-frame track assignment (box IoU + centroid distance, Hungarian) for ``max_persons``
+    slots: :meth:`update` takes one frame's detections and returns them in slot order. A slot
+    keeps its person's last box while they are unseen, so they get the slot back on return."""
 
-    Returns ``keypoint`` M x T x V x 2 and ``keypoint_score`` M x T x V (float32; absent = 0),
-    tracks ordered by total score (pyskl puts the main actor first). Per frame, at most
-    ``max_persons`` detections are kept (highest mean score first).
-    """
-    T, M = len(per_frame), max_persons
-    kp = np.zeros((M, T, num_joints, 2), np.float32)
-    sc = np.zeros((M, T, num_joints), np.float32)
-    last_box: list[np.ndarray | None] = [None] * M
-    for t, people in enumerate(per_frame):
+    def __init__(self, *, max_persons: int, num_joints: int = 17) -> None:
+        self.max_persons, self.num_joints = int(max_persons), int(num_joints)
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_box: list[np.ndarray | None] = [None] * self.max_persons
+
+    def update(self, people: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(M x V x 2 keypoints, M x V scores) of this frame; empty slots are zero. At most
+        ``max_persons`` detections are kept (highest mean score first)."""
+        M = self.max_persons
+        kp = np.zeros((M, self.num_joints, 2), np.float32)
+        sc = np.zeros((M, self.num_joints), np.float32)
         people = sorted(people, key=lambda p: -float(p[:, 2].mean()))[:M]
         if not people:
-            continue
+            return kp, sc
         boxes = np.stack([person_box(p) for p in people])
         # cost = 1 - IoU + centroid distance in units of the box size; never-used tracks cost 2
         cost = np.full((len(people), M), 2.0)
-        for m, lb in enumerate(last_box):
+        for m, lb in enumerate(self.last_box):
             if lb is None:
                 continue
             iou = box_iou(boxes, lb[None])[:, 0]
@@ -55,8 +59,26 @@ def track_persons(
             cost[:, m] = 1.0 - iou + np.minimum(dist, 1.0)
         rows, cols = linear_sum_assignment(cost)
         for r, m in zip(rows, cols):
-            kp[m, t] = people[r][:, :2]
-            sc[m, t] = people[r][:, 2]
-            last_box[m] = boxes[r]
+            kp[m] = people[r][:, :2]
+            sc[m] = people[r][:, 2]
+            self.last_box[m] = boxes[r]
+        return kp, sc
+
+
+def track_persons(
+    per_frame: list[list[np.ndarray]], max_persons: int, num_joints: int = 17
+) -> tuple[np.ndarray, np.ndarray]:
+    """Link detections into ``max_persons`` tracks (:class:`OnlineTracker` over the whole video).
+
+    Returns ``keypoint`` M x T x V x 2 and ``keypoint_score`` M x T x V (float32; absent = 0),
+    tracks ordered by total score (pyskl puts the main actor first). Per frame, at most
+    ``max_persons`` detections are kept (highest mean score first).
+    """
+    T, M = len(per_frame), max_persons
+    kp = np.zeros((M, T, num_joints, 2), np.float32)
+    sc = np.zeros((M, T, num_joints), np.float32)
+    tracker = OnlineTracker(max_persons=M, num_joints=num_joints)
+    for t, people in enumerate(per_frame):
+        kp[:, t], sc[:, t] = tracker.update(people)
     order = np.argsort(-sc.sum((1, 2)), kind="stable")
     return kp[order], sc[order]

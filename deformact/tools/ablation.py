@@ -48,6 +48,9 @@ ROWS: tuple[Row, ...] = (
     Row("temporal_stride_1", "temporal_stride=1 (full temporal attention)", ("model.temporal_stride=1",)),
     Row("no_cm_tokens", "cross_modal_tokens=False (a CLS token per stream, fused at the head)",
         ("model.cross_modal_tokens=false",)),
+    # the 3DTS offsets conditioned on the CM tokens (docs/DESIGN.md, "offset conditioning")
+    Row("offset_cm", "offset_condition=cm (3DTS offsets see the CM tokens and the cell positions)",
+        ("model.offset_condition=cm",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
@@ -159,10 +162,13 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
             echo(f"[ablate] {row.name} seed {seed}: {' '.join(row.overrides) or '(base config)'}")
             m = train_row(cfg, out / "runs" / row.name / f"seed{seed}",
                           echo=lambda msg, tag=f"{row.name}/{seed}": echo(f"  [{tag}] {msg}"))
-            per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes") if k in m}})
+            per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes", "localisation")
+                                              if m.get(k) is not None}})
         results.append({"name": row.name, "label": row.label, "overrides": list(row.overrides),
                         "seeds": per_seed,
                         **{k: dict(zip(("mean", "std"), mean_std([s[k] for s in per_seed]))) for k in METRICS}})
+        if all("localisation" in s for s in per_seed):  # sets with a deciding object (synthetic objects)
+            results[-1]["localisation"] = dict(zip(("mean", "std"), mean_std([s["localisation"] for s in per_seed])))
     # costs last, one row after another, so that every row is timed under similar machine load
     for res, row in zip(results, chosen):
         echo(f"[ablate] cost of {row.name}")
@@ -185,20 +191,29 @@ def format_table(summary: Mapping[str, Any]) -> str:
     rows = summary["rows"]
     ref = next((r for r in rows if r["name"] == "full"), None)
     seeds = summary["seeds"]
+    loc = any("localisation" in r for r in rows)  # a column only for sets with a deciding object
     lines = [
         f"Mean ± std over {len(seeds)} seed(s) {seeds}; accuracies in % on the test split. "
         "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
-        f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}.",
+        f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}."
+        + (" Localisation: % of the last block's 3DTS points within 1.5 radii of the deciding object."
+           if loc else ""),
         "",
-        "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |"
+        + (" localisation |" if loc else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if loc else ""),
     ]
     for r in rows:
         delta = "" if ref is None or r is ref else f"{100 * (r['top1']['mean'] - ref['top1']['mean']):+.1f}"
         cost = (f"{r['params']:,} | {r['gflops']:.3f} | {r['step_ms']:.0f}" if "params" in r
                 else " | | ")
         lines.append(f"| {r['name']} | {r['label']} | {_pm(r['top1'])} | {delta} | {_pm(r['mean_class_acc'])} "
-                     f"| {cost} |")
+                     f"| {cost} |" + (f" {_pm(r['localisation'])} |" if "localisation" in r else (" |" if loc else "")))
+    lines += ["", "Per seed, top-1 % (minutes to train and test):"]
+    for r in rows:
+        per = ", ".join(f"{100 * s['top1']:.1f} ({s['train_minutes']:.1f})" if "train_minutes" in s
+                        else f"{100 * s['top1']:.1f}" for s in r["seeds"])
+        lines.append(f"- {r['name']}: {per}")
     return "\n".join(lines) + "\n"
 
 

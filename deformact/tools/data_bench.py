@@ -32,22 +32,31 @@ def make_video(path: str | os.PathLike, num_frames: int = 100, width: int = 456,
     return Path(path)
 
 
-def random_annotations(n: int, num_frames: int = 100, num_persons: int = 2, num_joints: int = 17,
-                       img_shape: tuple[int, int] = (256, 456), num_classes: int = 10,
-                       seed: int = 0, prefix: str = "clip") -> list[dict[str, Any]]:
-    """pyskl annotations with plausible random walks of joints (for benchmarks and tests)."""
+def random_annotations(n: int, num_frames: int | tuple[int, int] = 100, num_persons: int | tuple[int, int] = 2,
+                       num_joints: int = 17, img_shape: tuple[int, int] = (256, 456), num_classes: int = 10,
+                       seed: int = 0, prefix: str = "clip", dtype: Any = np.float32) -> list[dict[str, Any]]:
+    """pyskl annotations with plausible random walks of joints (for benchmarks and tests).
+
+    ``num_frames`` / ``num_persons`` may be (low, high) ranges (inclusive), drawn per clip, e.g.
+    NTU-60's 30..300 frames and 1..2 people; ``dtype`` of keypoint and keypoint_score (pyskl's
+    HRNet files use float16)."""
     rng = np.random.default_rng(seed)
     h, w = img_shape
+    ranged = not isinstance(num_frames, int) or not isinstance(num_persons, int)
     anns = []
     for i in range(n):
-        base = rng.uniform([0.3 * w, 0.3 * h], [0.7 * w, 0.7 * h], (num_persons, 1, 1, 2))
-        walk = np.cumsum(rng.normal(0, 2.0, (num_persons, num_frames, num_joints, 2)), axis=1)
-        spread = rng.normal(0, 0.08 * h, (num_persons, 1, num_joints, 2))
+        t, m = num_frames, num_persons
+        if ranged:
+            t = int(rng.integers(t[0], t[1] + 1)) if not isinstance(t, int) else t
+            m = int(rng.integers(m[0], m[1] + 1)) if not isinstance(m, int) else m
+        base = rng.uniform([0.3 * w, 0.3 * h], [0.7 * w, 0.7 * h], (m, 1, 1, 2))
+        walk = np.cumsum(rng.normal(0, 2.0, (m, t, num_joints, 2)), axis=1)
+        spread = rng.normal(0, 0.08 * h, (m, 1, num_joints, 2))
         anns.append({
-            "frame_dir": f"{prefix}{i:05d}", "label": int(i % num_classes), "total_frames": num_frames,
+            "frame_dir": f"{prefix}{i:05d}", "label": int(i % num_classes), "total_frames": t,
             "img_shape": img_shape, "original_shape": img_shape,
-            "keypoint": (base + spread + walk).astype(np.float32),
-            "keypoint_score": rng.uniform(0.3, 1.0, (num_persons, num_frames, num_joints)).astype(np.float32),
+            "keypoint": (base + spread + walk).astype(dtype),
+            "keypoint_score": rng.uniform(0.3, 1.0, (m, t, num_joints)).astype(dtype),
         })
     return anns
 

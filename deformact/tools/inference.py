@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deformact.errors import InferenceError
+from deformact.errors import DataError, InferenceError
 
 
 @dataclass
@@ -40,6 +40,14 @@ class VideoPrediction:
     inputs: dict[str, torch.Tensor]  # model inputs, N x ...
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # per clip (N x ...), when asked
     timings: dict[str, float] = field(default_factory=dict)  # seconds: poses, clips, model (per clip)
+    fps: float = 30.0
+
+    @property
+    def persons_found(self) -> int:
+        """People seen in at least one frame of the video (0: the answer rests on no pose)."""
+        from deformact.tools.windows import persons_found
+
+        return persons_found(self.annotation)
 
     def top(self, k: int = 5) -> list[dict[str, Any]]:
         """The k best classes as ``[{"label", "score"}, ...]``, highest first."""
@@ -85,6 +93,32 @@ def select_annotation(poses: Mapping | list, video: Path) -> dict:
     raise InferenceError(f"the pose file has {len(anns)} annotations and none has frame_dir {video.stem!r}")
 
 
+def adapt_layout(ann: Mapping, model: nn.Module) -> dict:
+    """``ann`` with its joints in the checkpoint's skeleton layout: poses of another layout (e.g.
+    COCO-17 from the estimator for a Penn-13 checkpoint) are mapped by joint name
+    (:func:`deformact.data.skeletons.map_joints`); a layout that cannot be mapped is a
+    :class:`DataError` naming the joints it lacks."""
+    from deformact.data.skeletons import get_skeleton, map_joints
+
+    ann = dict(ann)
+    kp = np.asarray(ann.get("keypoint", np.zeros((0, 0, 0, 2))))
+    cfg = model.config
+    if kp.ndim != 4 or not cfg.use_pose or kp.shape[2] == cfg.num_joints:
+        return ann
+    src = get_skeleton(ann.get("layout"), kp.shape[2])
+    dst = get_skeleton(getattr(cfg, "layout", None), cfg.num_joints)
+    score = ann.get("keypoint_score")
+    if score is None:
+        kp, score = kp[..., :2], kp[..., 2] if kp.shape[-1] == 3 else np.ones(kp.shape[:3], np.float32)
+    try:
+        ann["keypoint"], ann["keypoint_score"] = map_joints(kp[..., :2], score, src, dst)
+    except DataError as e:
+        raise DataError(f"the poses have {src.num_joints} joints ({src.name}) but the checkpoint expects "
+                        f"{dst.num_joints} ({dst.name}): {e}") from None
+    ann["layout"] = dst.name
+    return ann
+
+
 def check_annotation(ann: Mapping, model: nn.Module, video: Path, num_frames: int) -> None:
     """Poses must have the model's joint count and (about) the video's length."""
     kp = np.asarray(ann.get("keypoint", np.zeros((0, 0, 0, 2))))
@@ -96,6 +130,25 @@ def check_annotation(ann: Mapping, model: nn.Module, video: Path, num_frames: in
                              "extract poses in the layout it was trained on and pass them with --poses")
     if num_frames and abs(kp.shape[1] - num_frames) > 2:
         raise InferenceError(f"{video}: the poses cover {kp.shape[1]} frames but the video has {num_frames}")
+
+
+def load_poses(path: str | os.PathLike) -> Mapping | list:
+    """A ``--poses`` file: a pyskl pickle (``{"annotations": [...]}``), a list of annotations or one
+    annotation; anything else is an :class:`InferenceError` naming the file."""
+    from deformact.io import load_pyskl
+
+    data = load_pyskl(path)
+    if isinstance(data, Mapping) and ("annotations" in data or "keypoint" in data):
+        anns = data.get("annotations", [data])
+    elif isinstance(data, list):
+        anns = data
+    else:
+        raise InferenceError(f"{path}: not a pyskl pose file (top level is a {type(data).__name__}, expected a "
+                             "dict with 'annotations')")
+    if not isinstance(anns, (list, tuple)) or not all(isinstance(a, Mapping) and "keypoint" in a for a in anns):
+        raise InferenceError(f"{path}: not a pyskl pose file ('annotations' must be a list of dicts with "
+                             "'keypoint')")
+    return data
 
 
 def video_annotation(video: str | Path, poses: Mapping | list | None = None, *, estimator: str = "mediapipe",
@@ -136,11 +189,14 @@ def build_clips(ann: Mapping, video: Path, settings: Mapping[str, Any]) -> tuple
 @torch.no_grad()
 def predict_video(model: nn.Module, video: str | Path, poses: Mapping | list | None = None, *,
                   estimator: str = "mediapipe", return_maps: bool = False, num_clips: int | None = None,
-                  progress: bool = True, max_side: int = 640) -> VideoPrediction:
+                  progress: bool = True, max_side: int = 640, max_persons: int | None = None) -> VideoPrediction:
     """Class probabilities for ``video`` (averaged softmax over the checkpoint's test clips).
 
     ``poses``: a loaded pyskl file (or one annotation) to use instead of running ``estimator``.
-    ``num_clips`` overrides the checkpoint's number of test clips. Nothing is written to disk.
+    ``num_clips`` overrides the checkpoint's number of test clips; ``max_persons`` people are
+    extracted (default: the checkpoint's M; the pipeline keeps the M most visible). Poses of
+    another skeleton layout are mapped to the checkpoint's (:func:`adapt_layout`). Nothing is
+    written to disk.
     """
     from deformact.io import probe
 
@@ -149,9 +205,10 @@ def predict_video(model: nn.Module, video: str | Path, poses: Mapping | list | N
     settings = clip_settings(model, num_clips)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ann = video_annotation(video, poses, estimator=estimator, max_persons=settings["num_persons"],
+    ann = video_annotation(video, poses, estimator=estimator, max_persons=max_persons or settings["num_persons"],
                            max_side=max_side, progress=progress)
     timings["poses"] = time.perf_counter() - t0
+    ann = adapt_layout(ann, model)
     check_annotation(ann, model, video, info.frames)
     ann.setdefault("img_shape", (info.height, info.width))
 
@@ -172,7 +229,7 @@ def predict_video(model: nn.Module, video: str | Path, poses: Mapping | list | N
     return VideoPrediction(
         video=video, class_names=list(model.class_names), probs=clip_probs.mean(0), clip_probs=clip_probs,
         frame_indices=indices, annotation=ann, person_order=order, inputs=inputs,
-        maps={k: v.float().cpu().numpy() for k, v in maps.items()}, timings=timings)
+        maps={k: v.float().cpu().numpy() for k, v in maps.items()}, timings=timings, fps=info.fps or 30.0)
 
 
 def load_model(ckpt: str | os.PathLike, labels: str | os.PathLike | None = None, device: str = "cpu") -> nn.Module:
@@ -208,30 +265,16 @@ def one_line_warnings(prog: str) -> Iterator[None]:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def write_annotated(prediction: VideoPrediction, path: str | Path, max_side: int = 640) -> int:
-    """The whole video with every person's skeleton and the top-3 classes drawn on each frame."""
-    from deformact.data import get_skeleton
-    from deformact.io import iter_frames, probe, write_video
-    from deformact.viz.draw import draw_label, draw_poses
+def write_annotated(prediction: VideoPrediction, path: str | Path, max_side: int = 640,
+                    windows: list[dict[str, Any]] | None = None) -> int:
+    """The whole video with every person's skeleton and the top-3 classes (with ``windows``: the
+    current window's label and score bar) drawn on each frame; see :mod:`deformact.tools.annotate`."""
+    from deformact.tools.annotate import write_annotated_video
 
-    ann = prediction.annotation
-    kp = np.asarray(ann["keypoint"], np.float32)
-    sc = np.asarray(ann["keypoint_score"], np.float32)
-    h0, w0 = (int(s) for s in ann["img_shape"][:2])
-    edges = get_skeleton(None, kp.shape[2]).edges if kp.shape[2] in (13, 17, 25) else []
-    text = "\n".join(f"{t['label']}  {t['score']:.2f}" for t in prediction.top(3))
-
-    def frames() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(iter_frames(prediction.video, max_side)):
-            frame = frame.copy()
-            if i < kp.shape[1]:
-                s = np.array([frame.shape[1] / w0, frame.shape[0] / h0], np.float32)
-                persons = np.concatenate([kp[:, i] * s, sc[:, i, :, None]], -1)
-                draw_poses(frame, persons, edges)
-            yield draw_label(frame, text)
-
-    return write_video(path, frames(), fps=probe(prediction.video).fps)
+    return write_annotated_video(prediction.video, prediction.annotation, prediction.top(3), path,
+                                 fps=prediction.fps, windows=windows or (), max_side=max_side)
 
 
-__all__ = ["VideoPrediction", "build_clips", "check_annotation", "clip_settings", "load_model",
-           "one_line_warnings", "predict_video", "select_annotation", "video_annotation", "write_annotated"]
+__all__ = ["VideoPrediction", "adapt_layout", "build_clips", "check_annotation", "clip_settings", "load_model",
+           "load_poses", "one_line_warnings", "predict_video", "select_annotation", "video_annotation",
+           "write_annotated"]

@@ -18,7 +18,7 @@ def make_estimator(name: str = "mediapipe", max_persons: int = 2, min_score: flo
     from deformact.pose import build_estimator
 
     kwargs: dict[str, Any] = {}
-    if name == "mediapipe":
+    if name in ("mediapipe", "mediapipe-multi"):
         kwargs["max_persons"] = max_persons
         if min_score is not None:
             kwargs["min_score"] = min_score
@@ -54,10 +54,12 @@ def extract_poses(inputs: Sequence[str | Path], out: str | Path, *, estimator: s
     Raises :class:`VideoError` after writing the good ones when any video failed."""
     from deformact.io import save_pyskl
     from deformact.pose.extract import NoPersonWarning, extract_video
+    from deformact.tools.outpaths import check_output_file
 
     if max_persons < 1:
         raise InferenceError("--max-persons must be >= 1")
     videos = find_videos(inputs)
+    check_output_file(out, [v for v, _ in videos], "pose file")  # before the extraction, not after
     est = make_estimator(estimator, max_persons, min_score)
     annotations, failed, frames, t0 = [], 0, 0, time.perf_counter()
     with est:
@@ -79,7 +81,10 @@ def extract_poses(inputs: Sequence[str | Path], out: str | Path, *, estimator: s
             echo(f"{video}: {ann['total_frames']} frames, frames with each person: {present}")
     elapsed = time.perf_counter() - t0
     if annotations:
-        save_pyskl({"split": {}, "annotations": annotations}, out)
+        try:
+            save_pyskl({"split": {}, "annotations": annotations}, out)
+        except OSError as e:
+            raise InferenceError(f"cannot write pose file {out}: {e.strerror or e}") from None
         echo(f"wrote {len(annotations)} annotation(s) to {out} ({frames} frames, "
              f"{frames / max(elapsed, 1e-9):.1f} frames/s)")
     if failed:

@@ -75,3 +75,23 @@ def draw_poses(frame: np.ndarray, persons: np.ndarray, edges: Sequence[tuple[int
         if joints[:, 2].max(initial=0) > 0:
             draw_skeleton(frame, joints, edges, PERSON_COLORS[m % len(PERSON_COLORS)], min_score)
     return frame
+
+
+def draw_score_bar(frame: np.ndarray, score: float, label: str = "", height: int | None = None,
+                   color: tuple[int, int, int] = (0, 158, 115)) -> np.ndarray:
+    """A bar along the bottom edge, filled to ``score`` (0..1) of the width, with ``label`` and
+    the score written on it, in place."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    bh = height or max(6, round(h / 18))
+    y0 = h - bh
+    frame[y0:, :] = (frame[y0:, :].astype(np.uint16) // 3).astype(np.uint8)
+    fill = int(round(float(np.clip(score, 0.0, 1.0)) * w))
+    frame[y0:, :fill] = color
+    text = f"{label}  {score:.2f}".strip()
+    scale = max(0.3, bh / 30)
+    (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.putText(frame, text, (4, y0 + (bh + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return frame

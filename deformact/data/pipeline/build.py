@@ -10,8 +10,8 @@ from typing import Any
 from deformact.errors import DataError
 
 from .base import Compose, Transform
-from .feature import PoseFeature, check_feature
 from .clip import Collect, FlipPose, PlanCrop, RandomFlip, SampleFrames
+from .feature import PoseFeature, check_feature
 from .pose import CropPose, GatherPose, PackPose, PoseAugment, RankPersons
 from .rgb import CropRGB, DecodeRGB, PackRGB
 

@@ -24,13 +24,13 @@ from .base import Transform, image_wh
 class SampleFrames(Transform):
     """``num_clips`` x ``clip_len`` frame indices, one per equal segment (random point per segment
     when training). The frame count is the keypoints' T, else ``total_frames``, else counted in
-    the video.
+    the video (``frame_count``: the count used, None when it came from the video itself).
 
-    Reads: keypoint, total_frames, filename, rng. Writes: frame_inds, clip_len, num_clips.
+    Reads: keypoint, total_frames, filename, rng. Writes: frame_inds, clip_len, num_clips, frame_count.
     """
 
     reads = ("keypoint", "total_frames", "filename", "rng")
-    writes = ("frame_inds", "clip_len", "num_clips")
+    writes = ("frame_inds", "clip_len", "num_clips", "frame_count")
 
     def __init__(self, *, clip_len: int, num_clips: int = 1) -> None:
         self.clip_len, self.num_clips = int(clip_len), int(num_clips)
@@ -44,10 +44,12 @@ class SampleFrames(Transform):
             from deformact.io.video import count_frames
 
             n = count_frames(results["filename"])
+            results["frame_count"] = None  # nothing to check the video against
         else:
             raise DataError(f"{results.get('frame_dir', 'annotation')}: no keypoint, total_frames or filename "
                             "to count the frames of")
         inds = segment_indices(n, self.clip_len, self.num_clips, results.get("rng"))
+        results.setdefault("frame_count", n)
         results.update(frame_inds=inds.reshape(-1), clip_len=self.clip_len, num_clips=self.num_clips)
         return results
 

@@ -50,7 +50,10 @@ class RankPersons(Transform):
         if "rank" in results or "keypoint" not in results:
             return results
         _, score = pose_arrays(results)
-        score = np.nan_to_num(score.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        score = score.astype(np.float32)
+        finite = np.isfinite(score)
+        if not finite.all():  # what np.nan_to_num(nan=0, posinf=0, neginf=0) gives, at a fraction of its cost
+            score[~finite] = 0.0
         results["rank"] = tf.rank_persons(score, self.num_persons)
         return results
 

@@ -20,22 +20,33 @@ from .base import Transform
 class DecodeRGB(Transform):
     """The frames ``frame_inds`` of ``filename`` (a video or a frame folder), decoded at the size
     that gives the crop box about ``image_size`` pixels; the box snapped to decoded pixels.
+    With ``check`` (default) the video must fit its annotation first: frame count (``frame_count``
+    of :class:`SampleFrames`: the keypoints' T, else ``total_frames``) and frame size
+    (``img_shape``) within the tolerances of :func:`deformact.data.checks.check_media`, else a
+    :class:`deformact.errors.VideoError`.
 
-    Reads: filename, frame_inds, crop_box. Writes: imgs, img_pbox, crop_box.
+    Reads: filename, frame_inds, crop_box, frame_count, img_shape, original_shape.
+    Writes: imgs, img_pbox, crop_box.
     """
 
-    reads = ("filename", "frame_inds", "crop_box")
+    reads = ("filename", "frame_inds", "crop_box", "frame_count", "img_shape", "original_shape")
     writes = ("imgs", "img_pbox", "crop_box")
 
-    def __init__(self, *, image_size: int = 224, threads: int = 1) -> None:
-        self.image_size, self.threads = int(image_size), int(threads)
+    def __init__(self, *, image_size: int = 224, threads: int = 1, check: bool = True) -> None:
+        self.image_size, self.threads, self.check = int(image_size), int(threads), bool(check)
 
     def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         from deformact.io.video_read import read_clip
 
+        from ..checks import check_media
+
         if results.get("filename") is None:
             raise DataError(f"{results.get('frame_dir', 'annotation')}: the modality needs RGB but no "
                             "'filename' (video or frame folder) was given")
+        if self.check:
+            frames = results.get("frame_count")
+            shape = results.get("img_shape", results.get("original_shape"))
+            check_media(results["filename"], int(frames) if frames else None, shape)
         box = results["crop_box"]
         size_fn = functools.partial(tf.decode_size, box, self.image_size)
         frames, src = read_clip(results["filename"], results["frame_inds"], size_fn, self.threads)

@@ -1,0 +1,223 @@
+"""Live recognition (``deformact stream``): frames from a file read as if live, a V4L2 camera or
+a network URL (all through PyAV), poses estimated frame by frame into a rolling buffer, and one
+answer per window as soon as its last frame is in.
+
+Each window is the last ``window`` frames, every ``stride`` frames; it goes through the same
+test-time pipeline as ``predict --window`` (:class:`deformact.tools.windows.WindowPredictor`),
+with the RGB frames taken from the buffer. ``latency_ms`` runs from reading the window's last
+frame to its answer (its pose estimation, the clip and the model). With ``realtime`` a frame that
+arrives more than one frame period late is dropped (its poses and pixels repeat the previous
+frame's), and a file is paced at its frame rate, so the stream never falls behind the source.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from deformact.errors import VideoError
+
+
+@dataclass
+class StreamStats:
+    """What a stream did, for the closing summary."""
+
+    frames: int = 0
+    windows: int = 0
+    dropped: int = 0
+    elapsed: float = 0.0
+    fps: float = 30.0
+    interrupted: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of video handled per second of wall time (>= 1: keeps up)."""
+        return (self.frames / self.fps) / max(self.elapsed, 1e-9)
+
+    def summary(self) -> str:
+        lat = f", latency median {np.median(self.latencies):.1f} ms" if self.latencies else ""
+        end = "stopped by Ctrl-C after" if self.interrupted else "done:"
+        return (f"{end} {self.frames} frames, {self.windows} windows, {self.dropped} dropped, {self.elapsed:.2f} s, "
+                f"real-time factor {self.realtime_factor:.2f} at {self.fps:g} fps{lat}")
+
+
+def source_kind(source: str) -> str:
+    """'camera' (/dev/video*), 'url' (anything with ://) or 'file'."""
+    if source.startswith("/dev/video"):
+        return "camera"
+    return "url" if "://" in source else "file"
+
+
+def open_source(source: str, timeout_s: float = 10.0) -> Any:
+    """A PyAV container with a video stream; :class:`VideoError` (one line) when it cannot be opened."""
+    import av
+
+    from deformact.io import open_video
+
+    kind = source_kind(source)
+    if kind == "file":
+        return open_video(source)
+    options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
+    try:
+        container = av.open(source, format="v4l2" if kind == "camera" else None, options=options,
+                            timeout=(timeout_s, timeout_s))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise VideoError(f"{source}: cannot open {kind} ({type(e).__name__}: {e})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{source}: no video stream")
+    return container
+
+
+def iter_source(container: Any, source: str, max_side: int | None = 640) -> Iterator[tuple[float, np.ndarray]]:
+    """(presentation time in s, RGB frame at most ``max_side`` long) of every frame. A stream that
+    fails, or a file that ends before the frames its header declares, raises :class:`VideoError`
+    after the frames it gave."""
+    import av
+
+    from deformact.io import frame_to_rgb, output_size
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    w, h = output_size(stream.codec_context.width, stream.codec_context.height, max_side)
+    declared, n = int(stream.frames or 0), 0
+    fps = float(stream.average_rate or 30.0)
+    try:
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else n / fps
+            yield t, frame_to_rgb(frame, w, h)
+            n += 1
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(f"{source}: the stream died after {n} frames ({type(e).__name__}: {e})") from None
+    if n == 0:
+        raise VideoError(f"{source}: no decodable frames")
+    if source_kind(source) == "file" and declared and n < declared:
+        raise VideoError(f"{source}: the stream died after {n} of {declared} declared frames (truncated file)")
+
+
+class ReplayEstimator:
+    """Poses of one pyskl annotation, frame by frame, in place of a pose estimator (replaying
+    extracted poses; coordinates scaled from the annotation's frame size to the frame given)."""
+
+    num_joints: int
+
+    def __init__(self, *, annotation: Mapping[str, Any]) -> None:
+        self.kp = np.asarray(annotation["keypoint"], np.float32)[..., :2]
+        self.sc = np.asarray(annotation["keypoint_score"], np.float32)
+        self.hw = tuple(int(s) for s in annotation["img_shape"][:2])
+        self.num_joints, self.layout, self.i = self.kp.shape[2], annotation.get("layout"), 0
+
+    def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
+        i, self.i = self.i, self.i + 1
+        if i >= self.kp.shape[1]:
+            return []
+        s = np.array([frame.shape[1] / self.hw[1], frame.shape[0] / self.hw[0]], np.float32)
+        return [np.concatenate([self.kp[m, i] * s, self.sc[m, i, :, None]], -1)
+                for m in range(self.kp.shape[0]) if self.sc[m, i].max() > 0]
+
+    def close(self) -> None:
+        pass
+
+
+def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[dict[str, Any]], None], *,
+               window: int, stride: int, max_windows: int | None = None, realtime: bool = False,
+               max_persons: int | None = None, max_side: int | None = 640, timeout_s: float = 10.0) -> StreamStats:
+    """Run ``model`` on ``source`` window by window, calling ``emit`` with one dict per window
+    (the JSON line of ``deformact stream``). Ctrl-C ends it cleanly (``stats.interrupted``); a
+    source that cannot be opened or dies raises :class:`VideoError` after the windows emitted."""
+    from deformact.pose.tracking import OnlineTracker
+    from deformact.tools.inference import adapt_layout
+    from deformact.tools.windows import MemoryFrames, WindowPredictor, persons_found, top_k
+
+    if window < 1 or stride < 1:
+        raise VideoError(f"--window and --stride must be >= 1 frame, got {window} and {stride}")
+    predictor = WindowPredictor(model=model, batch_size=1)
+    use_rgb, names = bool(model.config.use_rgb), list(model.class_names)
+    m = int(max_persons or model.config.num_persons)
+    tracker = OnlineTracker(max_persons=m, num_joints=int(getattr(estimator, "num_joints", 17)))
+    kps: deque = deque(maxlen=window)
+    frames: dict[int, np.ndarray] = {}
+    stats = StreamStats()
+    layout = getattr(estimator, "layout", None)
+
+    def answer(end: int, shape: tuple[int, ...], read_at: float) -> dict[str, Any]:
+        begin = end - len(kps)
+        ann = {"keypoint": np.stack([k for k, _ in kps], 1), "keypoint_score": np.stack([c for _, c in kps], 1),
+               "img_shape": tuple(shape[:2]), "total_frames": len(kps), "frame_dir": "stream", "layout": layout}
+        ann = adapt_layout(ann, model)
+        rgb = _Shifted(MemoryFrames(frames=frames), begin) if use_rgb else None
+        top = top_k(predictor.predict(ann, [(0, len(kps))], rgb)[0], names)
+        latency = (time.perf_counter() - read_at) * 1000
+        stats.windows += 1
+        stats.latencies.append(latency)
+        return {"start_frame": begin, "end_frame": end, "t_s": round(end / stats.fps, 3), "label": top[0]["label"],
+                "score": top[0]["score"], "top5": top, "latency_ms": round(latency, 2),
+                "persons": persons_found(ann), "dropped": stats.dropped}
+
+    container = open_source(source, timeout_s)
+    try:
+        s = container.streams.video[0]
+        stats.fps = float(s.average_rate or 30.0)
+        paced = realtime and source_kind(source) == "file"
+        t_wall0 = t_src0 = None
+        start = time.perf_counter()
+        for n, (t_src, img) in enumerate(iter_source(container, source, max_side)):
+            read_at = time.perf_counter()
+            if t_wall0 is None:
+                t_wall0, t_src0 = read_at, t_src
+            late = (read_at - t_wall0) - (t_src - t_src0)
+            if paced and late < 0:
+                time.sleep(-late)
+                read_at, late = time.perf_counter(), 0.0
+            if realtime and late > 1.0 / stats.fps and kps:
+                stats.dropped += 1
+                kps.append(kps[-1])
+                if use_rgb:
+                    frames[n] = frames[n - 1]
+            else:
+                kps.append(tracker.update(estimator(img)))
+                if use_rgb:
+                    frames[n] = img
+            frames.pop(n - window, None)
+            stats.frames = n + 1
+            if n + 1 >= window and (n + 1 - window) % stride == 0:
+                emit(answer(n + 1, img.shape, read_at))
+                if max_windows and stats.windows >= max_windows:
+                    break
+        if stats.windows == 0 and kps:  # shorter than one window: one answer for what there is
+            emit(answer(stats.frames, img.shape, time.perf_counter()))
+    except KeyboardInterrupt:
+        stats.interrupted = True
+    finally:
+        stats.elapsed = time.perf_counter() - start if "start" in locals() else 0.0
+        container.close()
+    return stats
+
+
+class _Shifted:
+    """A frame source seen from a window's first frame (window-relative indices)."""
+
+    def __init__(self, source: Any, offset: int) -> None:
+        self.source, self.offset = source, offset
+
+    def read(self, indices: np.ndarray, size_fn: Callable) -> tuple[np.ndarray, tuple[int, int]]:
+        return self.source.read(np.asarray(indices) + self.offset, size_fn)
+
+
+def replay_annotation(path: str | Path, source: str) -> dict[str, Any]:
+    """The annotation of ``source`` in a pyskl file (``--poses``)."""
+    from deformact.tools.inference import load_poses, select_annotation
+
+    return select_annotation(load_poses(path), Path(source))
+
+
+__all__ = ["ReplayEstimator", "StreamStats", "iter_source", "open_source", "replay_annotation", "run_stream",
+           "source_kind"]

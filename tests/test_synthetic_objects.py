@@ -1,0 +1,141 @@
+"""The synthetic objects set: a small held object and the motion decide the class; the pose cannot
+see the object, the pixels cannot tell the side, and only the object at the hand tells the class."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import deformact
+import deformact.data as dd
+from deformact.data import synthetic_objects as so
+from deformact.engine.evaluation import evaluate
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+
+def _params(n: int = 12, seed: int = 0, frames: int = 8) -> dict:
+    return so.sample_params(n, np.random.default_rng(seed), frames=frames)
+
+
+def test_items_tracks_and_sizes():
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="train", train=True, num_train=12, seed=1)
+    assert isinstance(ds, so.SyntheticObjectsDataset) and ds.num_classes == 12 and len(ds) == 12
+    item = ds[0]
+    assert item["rgb"].shape == (3, 16, 112, 112) and item["pose"].shape == (2, 16, 17, 3)
+    assert item["object_track"].shape == (16, 3) and ds.class_names[0] == "raise_left_arm_disc"
+    track = ds.object_tracks()
+    assert 2 * track[..., 2].max() <= 0.10  # the deciding object spans at most 10 % of the frame side
+    assert (track[..., :2] > 0).all() and (track[..., :2] < 1).all()
+    p = ds.data["params"]
+    _, kinds = so.object_tracks(p)
+    counts = np.stack([(kinds == k).sum(1) for k in range(3)], 1)
+    assert (counts == 2).all()  # every kind twice in every clip: which kinds are seen says nothing
+    assert 0.25 < p["second"].mean() < 0.75 and np.abs(p["jitter"]).max() > 0.005  # two people, shake
+    test = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=4, num_clips=2,
+                            modality="pose", frames=8)
+    item = test[0]
+    assert set(item) == {"pose", "person_mask", "object_track", "label"} and item["object_track"].shape == (2, 8, 3)
+    with pytest.raises(deformact.errors.DataError, match="variant"):
+        dd.build_dataset(type="synthetic", variant="nope", split="train")
+
+
+def test_object_is_invisible_in_the_pose_and_side_in_the_pixels():
+    p = _params()
+    a = so.generate(12, params=p, image_size=64, frames=8)
+    q = copy.deepcopy(p)  # another object (all kinds shifted, so each still appears twice)
+    q["object"], q["distractor_kind"] = (p["object"] + 1) % 3, (p["distractor_kind"] + 1) % 3
+    q["label"] = p["motion"] * 3 + q["object"]
+    b = so.generate(12, params=q, image_size=64, frames=8)
+    np.testing.assert_array_equal(a["pose"], b["pose"])  # identical poses: pose-only tops out at 1/3
+    assert (a["label"] != b["label"]).all()
+    assert (np.abs(a["rgb"].astype(int) - b["rgb"]).reshape(12, -1).max(1) > 100).all()
+    q = copy.deepcopy(p)  # the other side's limb, seen from the other side
+    q["motion"], q["facing"][:, 0] = p["motion"] ^ 1, 1 - p["facing"][:, 0]
+    q["label"] = q["motion"] * 3 + p["object"]
+    c = so.generate(12, params=q, image_size=64, frames=8)
+    np.testing.assert_array_equal(a["rgb"], c["rgb"])  # identical pixels: RGB-only tops out at 1/2
+    assert (a["label"] != c["label"]).all() and not np.array_equal(a["pose"], c["pose"])
+
+
+def _colour_scores(rgb: np.ndarray) -> np.ndarray:
+    """n x T x S x S x 3: how red, blue and yellow each pixel is (the object kinds' colours)."""
+    r, g, b = (rgb[:, 0, c].astype(np.float32) / 255 for c in range(3))
+    return np.maximum(np.stack([r - np.maximum(g, b), b - np.maximum(r, g), np.minimum(r, g) - b], -1), 0)
+
+
+def _features(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pose: how much each joint moves. RGB (global): how much of each object colour is seen and
+    moves, and motion per band of image rows. Both: the pose's plus the object colours at the
+    actor's wrists, read where the pose puts them."""
+    pose = d["pose"][:, 0]  # n x M x T x V x 3
+    vis = pose[..., 2:] > 0
+    cnt = np.maximum(vis.sum(2), 1)
+    mean = (pose[..., :2] * vis).sum(2) / cnt
+    std = np.sqrt((((pose[..., :2] - mean[:, :, None]) ** 2) * vis).sum(2) / cnt).max(1).reshape(len(pose), -1)
+    col = _colour_scores(d["rgb"])  # n x T x S x S x 3
+    n, _, s = col.shape[:3]
+    grey = d["rgb"][:, 0].astype(np.float32).mean(1) / 255  # n x T x S x S
+    rows = grey.std(1).mean(2).reshape(n, 8, -1).mean(2)
+    rgb = np.concatenate([col.mean((1, 2, 3)), col.std(1).mean((1, 2)), rows], 1)
+    p = d["params"]
+    actor = np.where(p["second"] & (p["actor_slot"] == 1), 1, 0)
+    from scipy.ndimage import uniform_filter
+
+    box = uniform_filter(col, size=(1, 1, 5, 5, 1), mode="constant")  # mean over a 5 x 5 window
+    wrists = []
+    for j in (9, 10):  # COCO left / right wrist of the actor
+        xy = np.clip((pose[np.arange(n), actor, :, j, :2] * s).astype(int), 0, s - 1)  # n x T x 2
+        ni, ti = np.meshgrid(np.arange(n), np.arange(col.shape[1]), indexing="ij")
+        wrists.append(box[ni, ti, xy[..., 1], xy[..., 0]].mean(1))
+    return std, rgb, np.concatenate([std, *wrists], 1)
+
+
+def _softmax_probe(xtr, ytr, xte, yte, lam=1e-3):
+    from scipy.optimize import minimize
+
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    a, b = ((np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], 1)) for x in (xtr, xte))
+    y, d = np.eye(12)[ytr], a.shape[1]
+
+    def loss(w):  # einsum, not BLAS: tiny matrices, and no thread pool fighting a busy machine
+        w = w.reshape(d, 12)
+        z = np.einsum("nd,dk->nk", a, w)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = np.einsum("nd,nk->dk", a, p - y) / len(a)
+        g[:-1] += 2 * lam * w[:-1]
+        return -(y * np.log(p + 1e-12)).sum() / len(a) + lam * (w[:-1] ** 2).sum(), g.ravel()
+
+    w = minimize(loss, np.zeros(d * 12), jac=True, method="L-BFGS-B", options={"maxiter": 300}).x
+    return float((np.einsum("nd,dk->nk", b, w.reshape(d, 12)).argmax(1) == yte).mean())
+
+
+def test_linear_probes_need_both_modalities():
+    # Bayes ceilings 1/3 (pose) and 1/2 (RGB); probes land at or below them, and near 1 with both
+    tr, te = (so.generate(n, seed=0, split=split, frames=8, image_size=64) for n, split in ((240, "train"), (180, "test")))
+    (ptr, rtr, btr), (pte, rte, bte) = _features(tr), _features(te)
+    pose = _softmax_probe(ptr, tr["label"], pte, te["label"])
+    rgb = _softmax_probe(rtr, tr["label"], rte, te["label"])
+    both = _softmax_probe(btr, tr["label"], bte, te["label"])
+    assert pose < 0.45 and rgb < 0.62 and both > 0.9, (pose, rgb, both)
+
+
+def test_localisation_hits_known_points():
+    track = torch.tensor([[[0.5, 0.5, 0.04], [0.2, 0.8, 0.04]]])  # 1 x T=2 x (x, y, r)
+    points = torch.tensor([[[0.1, 0.5, 0.55], [0.1, 0.5, 0.7], [0.9, 0.8, 0.2], [0.9, 0.5, 0.5]]])  # (t, y, x)
+    hit = so.localisation_hits(points, track)
+    assert hit.tolist() == [[True, False, True, False]]  # 0.05 <= 1.5 r; 0.2 > 1.5 r; frame 1; wrong frame
+
+
+def test_evaluate_reports_localisation():
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=6, frames=8, image_size=64)
+    kw = dict(num_classes=12, frames=8, image_size=64, dim=32, heads=2, depth=2)
+    grid = evaluate(deformact.build_model("demo", rgb_attention="grid", **kw), ds, batch_size=3)
+    deform = evaluate(deformact.build_model("demo", offset_condition="cm", **kw), ds, batch_size=3)
+    assert 0 <= grid["localisation"] <= 1
+    assert deform["localisation"] == pytest.approx(grid["localisation"])  # a new model reads the grid
+    assert "localisation" not in evaluate(deformact.build_model("demo", rgb_attention="full", **kw), ds)
