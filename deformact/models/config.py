@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODALITIES = ("rgb+pose", "rgb", "pose")
-RGB_ATTENTIONS = ("deformable", "grid", "full")
+RGB_ATTENTIONS = ("deformable", "grid", "full", "divided")
 OFFSET_CONDITIONS = ("none", "cm")
 BACKBONES = ("stem", "x3d_tiny", "x3d_s", "x3d_m")
 
@@ -41,7 +41,7 @@ class ModelConfig:
     backbone_channels: tuple[int, ...] = (32, 64, 128)
     backbone_weights: str | None = None  # optional local state_dict for the backbone
     # 3D deformable attention / 3D token search
-    rgb_attention: str = "deformable"  # "deformable" | "grid" (no offsets) | "full" (all RGB tokens)
+    rgb_attention: str = "deformable"  # "deformable" | "grid" (no offsets) | "full" | "divided" (all RGB tokens)
     ref_downsample: tuple[int, int, int] = (2, 2, 2)  # reference grid factor r over T' x H' x W'
     ref_max_frames: int = 4  # cap on the grid's temporal size: keys per query stay fixed as T grows
     offset_groups: int = 2  # offset groups, each reads its own channel slice at its own points

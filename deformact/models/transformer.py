@@ -10,6 +10,7 @@ from deformact.models.backbone import PositionEmbedding3D
 from deformact.models.backbones import build_backbone
 from deformact.models.config import ModelConfig
 from deformact.models.deformable import DeformableAttention3D
+from deformact.models.divided import DividedSpaceTimeAttention
 from deformact.models.grouping import joint_assignments
 from deformact.models.layers import DropPath, Mlp
 from deformact.models.pose_embed import PoseEmbedding
@@ -63,7 +64,10 @@ class DeformableTransformerBlock(nn.Module):
         super().__init__()
         d, h = cfg.dim, cfg.heads
         self.rgb = self.joint = self.time = None
-        if cfg.use_rgb:
+        if cfg.use_rgb and cfg.rgb_attention == "divided":  # TimeSformer-style baseline over all RGB tokens
+            self.rgb = SubLayer(d, DividedSpaceTimeAttention(dim=d, heads=h, attn_drop=cfg.attn_drop),
+                                cfg.mlp_ratio, drop_path)
+        elif cfg.use_rgb:
             self.rgb = SubLayer(d, DeformableAttention3D(
                 d, h, cfg.rgb_attention, cfg.offset_groups, cfg.ref_downsample, cfg.ref_max_frames,
                 cfg.offset_range, cfg.offset_kernel, cfg.attn_drop, offset_condition=cfg.offset_condition),
@@ -145,7 +149,7 @@ class DeformableTransformer(nn.Module):
             out["temporal_attention"] = torch.stack([m["temporal_attention"] for m in per_block]).mean(0)
             # pairs of steps that share a group in at least one block (others cannot attend at all)
             out["temporal_reachable"] = torch.stack([m["temporal_reachable"] for m in per_block]).any(0)
-        if cfg.use_rgb and cfg.rgb_attention != "full":  # (t, y, x) as clip fractions, B x L x G x P x 3
+        if cfg.use_rgb and cfg.rgb_attention in ("deformable", "grid"):  # (t, y, x) clip fractions, B x L x G x P x 3
             out["sampling_locations"] = torch.stack([m["sampling_locations"] for m in per_block], 1)
         return logits, out
 

@@ -44,6 +44,7 @@ ROWS: tuple[Row, ...] = (
     Row("pose_only", "pose only", ("data.modality=pose",)),
     Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
     Row("full_attn", "rgb_attention=full (all RGB tokens as keys)", ("model.rgb_attention=full",)),
+    Row("divided", "rgb_attention=divided (TimeSformer: time, then space)", ("model.rgb_attention=divided",)),
     Row("joint_stride_1", "joint_stride=1 (full spatial attention)", ("model.joint_stride=1",)),
     Row("temporal_stride_1", "temporal_stride=1 (full temporal attention)", ("model.temporal_stride=1",)),
     Row("no_cm_tokens", "cross_modal_tokens=False (a CLS token per stream, fused at the head)",
