@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import deformact
-from deformact.models import make_config
 from deformact.errors import CheckpointError
+from deformact.models import make_config
 from deformact.models.backbones import X3DBackbone, backbone_figures, build_backbone, load_backbone_weights
 from deformact.models.deformable import TokenSearch3D, reference_grid
 

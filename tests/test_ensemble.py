@@ -123,6 +123,22 @@ def test_fusion_by_hand_and_refusals(tmp_path):
         ensemble([a, b], tmp_path / "never", weights=[1.0])
 
 
+def test_weight_search_prefers_the_best_then_equal_weights(tmp_path):
+    from deformact.tools.ensemble import search_weights
+
+    labels, names = [0, 1, 2, 1], ["v0", "v1", "v2", "v3"]
+    good = np.eye(3)[labels] * 0.3 + 0.7 / 3
+    bad = np.eye(3)[[1, 0, 0, 0]]  # wrong on every video, and certain: equal weights would follow it
+    runs = [load_scores(_run(tmp_path, n, s, labels, names)) for n, s in (("g", good), ("b", bad), ("g2", good))]
+    weights, m = search_weights(runs)
+    assert m["top1"] == 1.0 and weights[1] < weights[0] == weights[2] == 1.0
+    tie, _ = search_weights([runs[0], runs[2]])  # two identical runs: nothing to choose, equal weights
+    assert tie == [1.0, 1.0]
+    assert cli_main(["ensemble", *(str(tmp_path / n) for n in ("g", "b", "g2")), "--search-weights",
+                     "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["top1"] == 1.0
+
+
 def test_ensemble_cli_one_line_errors(tmp_path, capsys):
     labels, names = [0, 1], ["v0", "v1"]
     a = _run(tmp_path, "a", np.eye(3)[:2], labels, names)
@@ -157,7 +173,8 @@ def test_two_tiny_penn_streams_fuse_at_least_as_well_as_the_weaker(shared_dir, t
     for feature, test_split in (("joint", "test"), ("bone", "test"), ("bone_motion", "test_small")):
         cfg = load_config("penn_action_pose", [
             f"data.ann_file={tmp_path / 'subset.pkl'}", f"data.test_split={test_split}", f"data.feature={feature}",
-            "data.num_clips=2", f"epochs={1 if feature == 'bone_motion' else 6}", "train.batch_size=30", "train.eval_every=0", "train.warmup_epochs=1",
+            "data.num_clips=2", f"epochs={1 if feature == 'bone_motion' else 6}", "train.batch_size=30",
+            "train.eval_every=0", "train.warmup_epochs=1",
             "model.dim=32", "model.heads=2", "model.depth=2"])
         runs[feature] = (run(cfg, tmp_path / feature, echo=lambda _m: None), tmp_path / feature)
     (m_joint, joint), (m_bone, bone), (_, other) = runs["joint"], runs["bone"], runs["bone_motion"]

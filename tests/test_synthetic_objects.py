@@ -116,7 +116,8 @@ def _softmax_probe(xtr, ytr, xte, yte, lam=1e-3):
 
 def test_linear_probes_need_both_modalities():
     # Bayes ceilings 1/3 (pose) and 1/2 (RGB); probes land at or below them, and near 1 with both
-    tr, te = (so.generate(n, seed=0, split=split, frames=8, image_size=64) for n, split in ((240, "train"), (180, "test")))
+    tr, te = (so.generate(n, seed=0, split=split, frames=8, image_size=64)
+              for n, split in ((240, "train"), (180, "test")))
     (ptr, rtr, btr), (pte, rte, bte) = _features(tr), _features(te)
     pose = _softmax_probe(ptr, tr["label"], pte, te["label"])
     rgb = _softmax_probe(rtr, tr["label"], rte, te["label"])

@@ -10,6 +10,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, metavar="W1,W2,...",
                         help="one weight per run, comma-separated (default: equal weights)")
     parser.add_argument("--out", required=True, help="folder for metrics.json, confusion_matrix.png, per_class.md")
+    parser.add_argument("--search-weights", action="store_true",
+                        help="first choose the weights on these runs' split (use validation runs, never test): "
+                             "each from 0, 0.5, 1, 1.5, 2; best top-1, then mean class accuracy, then closest to equal")
 
 
 def parse_weights(text: str | None, count: int) -> list[float] | None:
@@ -28,9 +31,14 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.tools.ensemble import ensemble
+    from deformact.tools.ensemble import ensemble, load_scores, search_weights
 
-    m = ensemble(args.runs, args.out, parse_weights(args.weights, len(args.runs)))
+    weights = parse_weights(args.weights, len(args.runs))
+    if args.search_weights:
+        weights, found = search_weights([load_scores(r) for r in args.runs])
+        print(f"searched weights on split {load_scores(args.runs[0]).split!r}: {','.join(f'{w:g}' for w in weights)} "
+              f"(top-1 {found['top1']:.4f}, mean class acc {found['mean_class_acc']:.4f})")
+    m = ensemble(args.runs, args.out, weights)
     for r in m["runs"]:
         print(f"{r['run']}: top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  mean class acc {r['mean_class_acc']:.4f}")
     print(f"ensemble ({len(m['runs'])} runs, weights {m['weights']}): top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  "

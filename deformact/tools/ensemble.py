@@ -58,6 +58,30 @@ def fuse(runs: Sequence[RunScores], weights: Sequence[float] | None = None) -> n
     return sum(w * r.scores for w, r in zip(weights, runs))
 
 
+def search_weights(runs: Sequence[RunScores], grid: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0)
+                   ) -> tuple[list[float], dict]:
+    """The fusion weights (one per run, each from ``grid``) with the best top-1 on the runs' split,
+    ties broken by mean class accuracy, then by the fewest runs left out, then by the weights
+    closest to equal (so a split too small to tell them apart keeps the plain sum). Meant for a
+    validation split: choosing weights on the test split would report a flattered number."""
+    import itertools
+
+    check_compatible(runs)
+    ref = runs[0]
+    best_key, best = None, ([1.0] * len(runs), {})
+    for weights in itertools.product(grid, repeat=len(runs)):
+        if sum(weights) <= 0:
+            continue
+        scale = max(weights)
+        m = classification_metrics(sum(w * r.scores for w, r in zip(weights, runs)), ref.labels,
+                                   len(ref.class_names))
+        spread = sum(abs(w / scale - 1.0) for w in weights)
+        key = (m["top1"], m["mean_class_acc"], -sum(w == 0 for w in weights), -spread)
+        if best_key is None or key > best_key:
+            best_key, best = key, ([w / scale for w in weights], m)
+    return best
+
+
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """top1, top5, mean_class_acc, num_samples and the confusion matrix (true x predicted counts)."""
     from deformact.engine.metrics import summarize
