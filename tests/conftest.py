@@ -42,3 +42,15 @@ def one_thread() -> Iterator[None]:
     (OpenMP teams stall badly when they are). Used through ``pytestmark``."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="session")
+def small_video(tmp_path_factory):
+    """A 40-frame 456 x 256 H.264 video and random-walk poses of two people (COCO-17) for it."""
+    from deformact.tools.data_bench import make_video, random_annotations
+
+    root = tmp_path_factory.mktemp("small_video")
+    video = make_video(root / "walk.mp4", num_frames=40)
+    (ann,) = random_annotations(1, num_frames=40, img_shape=(256, 456), prefix="walk", seed=3)
+    ann["frame_dir"] = "walk"
+    return video, ann

@@ -227,18 +227,6 @@ def test_draw_and_write_video(tmp_path):
 # ------------------------------------------------------------------ in memory, no mediapipe or ../shared
 
 
-@pytest.fixture(scope="module")
-def small_video(tmp_path_factory):
-    """A 40-frame 456 x 256 H.264 video and random-walk poses of two people (COCO-17) for it."""
-    from deformact.tools.data_bench import make_video, random_annotations
-
-    root = tmp_path_factory.mktemp("small_video")
-    video = make_video(root / "walk.mp4", num_frames=40)
-    (ann,) = random_annotations(1, num_frames=40, img_shape=(256, 456), prefix="walk", seed=3)
-    ann["frame_dir"] = "walk"
-    return video, ann
-
-
 def test_predict_builds_clips_in_memory_like_the_test_dataset(ckpt, small_video, tmp_path, monkeypatch):
     """predict_video writes no file (no temporary pyskl, no dataset) and gives the probabilities of
     the checkpoint's test-time dataset on the same poses."""

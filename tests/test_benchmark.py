@@ -1,6 +1,7 @@
 """The measuring tools measure: memory peaks of known allocations, FLOP-rate sanity, bench plumbing."""
 
 import json
+import time
 
 import torch
 
@@ -41,3 +42,46 @@ def test_bench_data_only_writes_the_loader_figures(tmp_path, capsys):
     assert figures["rgb_workers"] == 0 and "models" not in figures
     printed = capsys.readouterr().out
     assert "pose_items_per_s_per_core" in printed and f"wrote {out}" in printed
+
+
+def test_interleaved_ratio_is_a_median_of_per_round_ratios():
+    from deformact.tools.bench_modes import interleaved
+
+    def spin(seconds: float):
+        def fn() -> None:
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+        return fn
+
+    res = interleaved({"a": spin(0.004), "b": spin(0.012)}, CPU, repeats=3, base="a")
+    assert res["a"]["ratio"] == 1.0 and 2.0 < res["b"]["ratio"] < 4.5
+    assert res["b"]["cpu_s"] >= 0.012 and res["b"]["wall_s"] >= res["b"]["cpu_s"] * 0.5
+
+
+def test_mode_sweep_covers_the_four_modes_whole_model_and_module(tmp_path):
+    from deformact.tools.bench_modes import MODES, plot_sweep, sweep
+
+    rows = sweep("demo", CPU, frames=[8], repeats=lambda t: 1, log=lambda _m: None)
+    for part in ("model", "module"):
+        (row,) = rows[part]
+        assert row["frames"] == 8 and set(MODES) <= set(row)
+        assert row["deformable"]["fwd_bwd_ratio"] == 1.0
+        for mode in MODES:
+            r = row[mode]
+            assert r["fwd_bwd_s"] > 0 and r["flops_fwd_bwd"] > 0 and r["peak_mib"] > 0
+    model = rows["model"][0]
+    # the reads are counted: deformable costs more FLOPs than the grid (offset network), full the most
+    assert model["grid"]["flops_fwd_bwd"] < model["deformable"]["flops_fwd_bwd"] < model["full"]["flops_fwd_bwd"]
+    assert plot_sweep(rows["model"], tmp_path / "sweep.png").stat().st_size > 1000
+    flat = [{"frames": t, **{f"{m}_fwd_bwd_s": t * (i + 1) * 0.1 for i, m in enumerate(MODES)}} for t in (8, 16)]
+    png = plot_time_vs_frames({"time_vs_frames": flat, "preset": "demo", "device": "cpu"}, tmp_path / "all.png")
+    assert png.stat().st_size > 1000
+
+
+def test_no_frame_is_hidden_from_the_cm_tokens_by_the_temporal_cap():
+    """T = 32: T' = 16 token steps, the grid capped at 4 cells; each cell's read averages its steps."""
+    from deformact.tools.bench_modes import frames_seen
+
+    assert frames_seen("demo", 32) == 1.0
+    assert frames_seen("demo", 32, "grid") == 1.0

@@ -19,8 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="paper", choices=list_presets())
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
     parser.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
-    parser.add_argument("--plot", type=Path, default=None, help="PNG of time vs T, deformable vs full")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of time vs T, the four RGB attention modes")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no T=64")
+    parser.add_argument("--frames", type=lambda v: [int(t) for t in v.split(",")], default=None,
+                        help="frames T of the mode sweep, comma-separated (default 8,16,32,64)")
+    parser.add_argument("--accuracy", type=Path, default=None, metavar="DIR",
+                        help="also train the deformable and grid models briefly at T=32 on the synthetic set, in DIR")
+    parser.add_argument("--accuracy-epochs", type=int, default=6, help="epochs of each --accuracy training (6)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     parser.add_argument("--data-only", action="store_true", help="only the data-loader figures")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the RGB figure (default 2)")
@@ -52,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{key:36s} {value}")
     else:
         result = run_all(args.preset, args.device, args.quick, compile=args.compile, workers=args.workers,
-                         real_video=args.real_video)
+                         real_video=args.real_video, frames=args.frames, accuracy_dir=args.accuracy,
+                         accuracy_epochs=args.accuracy_epochs)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -8,12 +8,12 @@ a stripe texture, 10 grey-ish rectangles, sensor noise) with camera shake (a smo
 up to 3 % of the frame side per axis that moves background, people and objects alike, and the
 poses with them). Classes are ``motion x held object`` (label = motion * 3 + object):
 
-* the actor holds a small object (about 8 % of the frame side: a red disc, a blue square or a
+* the actor holds a small object (9-10 % of the frame side: a red disc, a blue square or a
   yellow cross) in the hand on the side of the moving limb;
-* five distractor objects lie elsewhere (one of them, when the second, idle person is present
-  (probability 1/2), in that person's hand), so that **every object kind appears exactly twice in
-  every clip**: which kinds are visible says nothing about the class; only the object *at the
-  actor's hand* does.
+* two distractor objects, the two other kinds, lie elsewhere in the scene (one of them, when the
+  second, idle person is present (probability 1/2), in that person's hand), so that **every object
+  kind appears exactly once in every clip**: which kinds are visible says nothing about the class;
+  only the object *at the actor's hand* does.
 
 Bayes ceilings (top-1) follow by construction: **pose-only = 1/3** (for fixed nuisances the poses
 are identical whatever the objects: the pose cannot see them), **RGB-only = 1/2** (a left-limb
@@ -43,9 +43,9 @@ from .transforms import normalize
 
 OBJECTS = (("disc", (0.92, 0.12, 0.10)), ("square", (0.12, 0.30, 0.98)), ("cross", (0.98, 0.86, 0.10)))
 NUM_CLASSES = len(syn.MOTIONS) * len(OBJECTS)
-NUM_DISTRACTORS = 5  # with the held one, every kind appears twice
+NUM_DISTRACTORS = 2  # the two other kinds: with the held one, every kind appears once
 P_SECOND = 0.5
-OBJECT_RADIUS = (0.036, 0.042)  # half the object's extent, in frame sides (extent <= 8.4 %)
+OBJECT_RADIUS = (0.045, 0.05)  # half the object's extent, in frame sides (extent < 10 %)
 _CLUTTER = 10
 _BANK = 256
 
@@ -67,8 +67,7 @@ def sample_params(n: int, rng: np.random.Generator, train: bool = True, num_clip
     p["radius"] = rng.uniform(*OBJECT_RADIUS, (n, 1 + NUM_DISTRACTORS))
     p["obj_bright"] = rng.uniform(0.85, 1.05, (n, 1 + NUM_DISTRACTORS))
     others = np.stack([(p["object"] + 1) % 3, (p["object"] + 2) % 3], 1)
-    kinds = np.concatenate([p["object"][:, None], others, others], 1)  # held kind once more, others twice
-    p["distractor_kind"] = rng.permuted(kinds, axis=1)
+    p["distractor_kind"] = rng.permuted(others, axis=1)
     p["idle_hand"] = rng.integers(0, 2, n)  # image side of the idle person's holding hand
     p["candidates"] = rng.uniform(0.07, 0.93, (n, NUM_DISTRACTORS, 48, 2))
     p["figure_col"] = np.clip(rng.uniform(0.6, 0.95, (n, 2, 1)) + 0.06 * rng.standard_normal((n, 2, 3)), 0, 1)

@@ -8,7 +8,6 @@ A checkpoint is a plain dict saved with ``torch.save`` and read back with
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import warnings
@@ -22,6 +21,7 @@ from torch import nn
 
 from deformact.engine import outputs
 from deformact.errors import CheckpointError
+from deformact.io.atomic import atomic_path
 
 FORMAT = "deformact-checkpoint"
 VERSION = 1
@@ -33,32 +33,10 @@ def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> Path:
     A kill at any moment leaves either the previous file or the new one, never a torn one; so
     does a full disk, which becomes one :class:`CheckpointError` naming the file and the OS error.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {outputs.describe_os_error(e)}; "
-                              "the previous file there (if any) is unchanged") from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    try:  # make the rename itself durable (best effort; not every filesystem allows it)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
+    with atomic_path(path, what="checkpoint", error=CheckpointError, fsync=True,
+                     note="; the previous file there (if any) is unchanged") as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+    return Path(path)
 
 
 def remove_stale_temps(folder: str | Path) -> None:

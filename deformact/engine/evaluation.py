@@ -17,7 +17,7 @@ from deformact.data.checks import drop_placeholders
 from deformact.engine import dist
 from deformact.engine.builders import ShardSampler, check_labels, make_loader, model_inputs
 from deformact.engine.metrics import Results, merge, summarize
-from deformact.engine.outputs import describe_os_error, write_text
+from deformact.engine.outputs import write_text
 from deformact.engine.runtime import autocast, show_progress
 from deformact.errors import DataError, TrainingError
 
@@ -100,13 +100,8 @@ def write_scores(m: Mapping[str, Any], path: Path, names: Sequence[str], split: 
     from deformact.io.scores import save_scores
 
     frame_dir = [str(names[i]) for i in m["index"]]
-    try:
-        return save_scores(path, scores=m["scores"], labels=m["labels"], frame_dir=frame_dir, split=split,
-                           class_names=list(class_names), average=average)
-    except OSError as e:
-        for tmp in path.parent.glob(f".{path.name}.tmp*"):
-            tmp.unlink(missing_ok=True)
-        raise TrainingError(f"cannot write scores {path}: {describe_os_error(e)}") from None
+    return save_scores(path, scores=m["scores"], labels=m["labels"], frame_dir=frame_dir, split=split,
+                       class_names=list(class_names), average=average, error=TrainingError)
 
 
 def write_test_outputs(m: dict, out: Path, class_names: list[str], ctx: dist.DistContext,

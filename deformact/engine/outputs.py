@@ -10,59 +10,27 @@ one, never a torn one. Temps a killed process left behind start with ``.`` and h
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from deformact.errors import ConfigError, TrainingError
+from deformact.io.atomic import atomic_write as _atomic_write
+from deformact.io.atomic import describe_os_error, remove_stale_temps, temp_path
 
-
-def describe_os_error(e: OSError) -> str:
-    """``No space left on device (ENOSPC)``: the OS's words and the errno name, nothing else."""
-    name = errno.errorcode.get(e.errno or 0, "")
-    words = e.strerror or str(e) or type(e).__name__
-    return f"{words} ({name})" if name else words
-
-
-def temp_path(path: Path) -> Path:
-    """Where ``path`` is written before its rename (same folder, same suffix, hidden)."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+__all__ = ["atomic_write", "check_out_dir", "describe_os_error", "make_out_dir", "remove_stale_temps", "temp_path",
+           "write_text"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], what: str = "output") -> Path:
-    """Call ``write(tmp)`` and rename ``tmp`` over ``path``; a failed write leaves ``path`` as it was.
-
-    An ``OSError`` (disk full, read-only or vanished folder, ...) becomes one
-    :class:`TrainingError` naming the file and the OS error.
-    """
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise TrainingError(f"cannot write {what} {path}: {describe_os_error(e)}") from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    return path
+    """``write(tmp)`` and the rename (:func:`deformact.io.atomic.atomic_write`); an ``OSError``
+    (disk full, read-only or vanished folder, ...) becomes one :class:`TrainingError`."""
+    return _atomic_write(path, write, what=what, error=TrainingError)
 
 
 def write_text(path: str | Path, text: str, what: str = "output") -> Path:
     """``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text), what)
-
-
-def remove_stale_temps(folder: str | Path) -> None:
-    """Delete the temp files of writes that were killed before their rename."""
-    for tmp in Path(folder).glob(".*.tmp*"):
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def check_out_dir(out: str | Path) -> Path:

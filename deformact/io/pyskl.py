@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from deformact.errors import DataError
+from deformact.io.atomic import atomic_path
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -281,18 +282,6 @@ def save_pyskl(obj: Any, path: str | os.PathLike) -> Path:
     file at ``path`` is then left as it was."""
     _check_plain(obj)
     path = check_output_path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f, protocol=4)
-        os.replace(tmp, path)
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise DataError(f"cannot write {path}: {reason}") from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    with atomic_path(path, what="pose file") as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=4)
     return path

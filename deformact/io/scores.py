@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deformact.errors import DataError
+from deformact.errors import DataError, DeformactError
+from deformact.io.atomic import atomic_path
 
 SCORES_FILE = "scores.npz"
 
@@ -37,17 +38,18 @@ class RunScores:
 
 
 def save_scores(path: str | os.PathLike, *, scores: np.ndarray, labels: np.ndarray, frame_dir: Sequence[str],
-                split: str, class_names: Sequence[str], average: str = "prob") -> Path:
-    """Write ``scores.npz`` atomically (plain arrays only: it loads with ``allow_pickle=False``)."""
+                split: str, class_names: Sequence[str], average: str = "prob",
+                error: type[DeformactError] = DataError) -> Path:
+    """Write ``scores.npz`` atomically (plain arrays only: it loads with ``allow_pickle=False``);
+    an OS error (full disk, ...) is one ``error`` naming the file."""
     path = Path(path)
     scores, labels = np.asarray(scores, np.float32), np.asarray(labels, np.int64)
     if scores.ndim != 2 or labels.shape != scores.shape[:1] or len(frame_dir) != len(labels):
         raise ValueError(f"scores {scores.shape}, labels {labels.shape} and {len(frame_dir)} names disagree")
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, scores=scores, labels=labels, frame_dir=np.asarray([str(f) for f in frame_dir], dtype=str),
-             split=np.asarray(str(split)), class_names=np.asarray([str(c) for c in class_names], dtype=str),
-             average=np.asarray(str(average)))
-    os.replace(tmp, path)
+    with atomic_path(path, what="scores", error=error) as tmp, open(tmp, "wb") as f:
+        np.savez(f, scores=scores, labels=labels, frame_dir=np.asarray([str(n) for n in frame_dir], dtype=str),
+                 split=np.asarray(str(split)), class_names=np.asarray([str(c) for c in class_names], dtype=str),
+                 average=np.asarray(str(average)))
     return path
 
 

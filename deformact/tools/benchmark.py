@@ -1,7 +1,8 @@
 """Speed, memory and FLOP/s measurements behind ``deformact bench``.
 
-Every comparison (deformable vs full vs grid, T, M) is measured in one process, side by side, so
-ratios hold on a noisy machine. Times are medians of repeated runs; memory is the peak of torch's
+Every comparison (the four RGB attention modes, T, M) is measured in one process, side by side, so
+ratios hold on a noisy machine: the modes run interleaved and each ratio is a median of per-round
+ratios of process CPU time (:mod:`deformact.tools.bench_modes`). Memory is the peak of torch's
 allocations (the CUDA caching allocator's peak, or the CPU profiler's allocation events). The
 training figures time the engine's own :func:`deformact.engine.train_step` (forward, backward and
 an optimizer step that leaves the weights unchanged), the same step ``deformact train`` runs.
@@ -9,17 +10,19 @@ an optimizer step that leaves the weights unchanged), the same step ``deformact 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from deformact._native import quiet_native_stderr
-from deformact.models import DeformableAttention3D, build_model
+from deformact.models import build_model
 from deformact.models.flops import example_inputs, model_report
+from deformact.tools.bench_modes import MODES, accuracy_at_frames, attention_module, compare_models, sweep
 
 
 def _sync(device: torch.device) -> None:
@@ -132,9 +135,9 @@ def bench_model(preset: str, device: torch.device, batch: int = 1, repeats: int 
 
 def bench_attention(mode: str, token_frames: int, device: torch.device, dim: int = 256, heads: int = 8,
                     side: int = 14, batch: int = 1, repeats: int = 3) -> dict:
-    """The 3D deformable attention module alone (forward+backward) over T' x side x side tokens."""
+    """One RGB attention module alone (forward+backward) over T' x side x side tokens."""
     torch.manual_seed(0)
-    attn = DeformableAttention3D(dim, heads, mode).to(device)
+    attn = attention_module(mode, dim, heads).to(device)
     volume = (token_frames, side, side)
     z = torch.randn(batch, token_frames * side * side, dim, device=device, requires_grad=True)
     cm = torch.randn(batch, 2, dim, device=device, requires_grad=True)
@@ -192,57 +195,38 @@ def run_data(quick: bool = False, workers: int = 2, real_video: str | Path | Non
 
 def run_all(preset: str = "paper", device: str | None = None, quick: bool = False,
             log: Callable[[str], None] = print, compile: bool = False, workers: int = 2,
-            real_video: str | Path | None = None) -> dict:
-    """Everything ``deformact bench`` reports, as one JSON-able dict (``device`` None = "auto")."""
+            real_video: str | Path | None = None, frames: Sequence[int] | None = None,
+            accuracy_dir: str | Path | None = None, accuracy_epochs: int = 6) -> dict:
+    """Everything ``deformact bench`` reports, as one JSON-able dict (``device`` None = "auto").
+    ``accuracy_dir``: also train the deformable and grid models briefly at T = 32 (there)."""
     from deformact.engine.runtime import resolve_device
 
     dev = resolve_device(device or "auto")
     reps = 2 if quick else 3
     out: dict[str, Any] = {"device": str(dev), "threads": torch.get_num_threads(), "preset": preset,
-                           "torch": torch.__version__}
+                           "torch": torch.__version__, "load_avg": _load_avg()}
     out["matmul_flops"] = matmul_rate(dev)
     log(f"fp32 matmul: {out['matmul_flops'] / 1e9:.1f} GFLOP/s")
 
-    rows = {}
-    for mode in ("deformable", "grid", "full"):
-        rows[mode] = bench_model(preset, dev, repeats=reps, num_classes=60, rgb_attention=mode)
-        r = rows[mode]
+    rows = compare_models(preset, dev, None, MODES, repeats=2 * reps, forward=True)
+    out["models"] = {m: _preset_row(r, out["matmul_flops"]) for m, r in rows.items()}
+    for mode, r in out["models"].items():
         log(f"{mode:10s} fwd {r['fwd_s_per_clip'] * 1e3:8.1f} ms  fwd+bwd {r['fwd_bwd_s_per_clip'] * 1e3:8.1f} ms"
-            f"  {r['train_clips_per_s']:.2f} clips/s  peak {r['fwd_bwd_peak_mib'] or 0:.0f} MiB"
-            f"  MFU {r['achieved_flops_train'] / out['matmul_flops']:.1%}")
-    out["models"] = rows
-    d, f = rows["deformable"], rows["full"]
+            f"  ({r['fwd_bwd_ratio']:.3f}x deformable)  peak {r['fwd_bwd_peak_mib'] or 0:.0f} MiB  MFU {r['mfu']:.1%}")
+    d, f = out["models"]["deformable"], out["models"]["full"]
     out["ratios_full_over_deformable"] = {
-        "fwd": f["fwd_s_per_clip"] / d["fwd_s_per_clip"],
-        "fwd_bwd": f["fwd_bwd_s_per_clip"] / d["fwd_bwd_s_per_clip"],
+        "fwd": f["fwd_ratio"], "fwd_bwd": f["fwd_bwd_ratio"],
         "flops": f["flops_fwd_bwd_per_clip"] / d["flops_fwd_bwd_per_clip"],
         "peak_mib": (f["fwd_bwd_peak_mib"] or 0) / max(d["fwd_bwd_peak_mib"] or 1, 1),
     }
-    out["mfu_train"] = d["achieved_flops_train"] / out["matmul_flops"]
+    out["ratios_over_deformable"] = {m: r["fwd_bwd_ratio"] for m, r in out["models"].items()}
+    out["mfu_train"] = d["mfu"]
 
-    side = build_model(preset, num_classes=2).config.token_size
-    frames = [8, 16, 32] if quick else [8, 16, 32, 64]
-    out["attention_only"] = []
-    for t in frames:
-        pair = {m: bench_attention(m, t // 2, dev, side=side, repeats=reps) for m in ("deformable", "full")}
-        ratio = pair["full"]["seconds"] / pair["deformable"]["seconds"]
-        out["attention_only"].append({"frames": t, **{f"{m}_s": pair[m]["seconds"] for m in pair},
-                                      **{f"{m}_peak_mib": pair[m]["peak_mib"] for m in pair}, "ratio": ratio})
-        log(f"attention only T={t:3d}: deformable {pair['deformable']['seconds'] * 1e3:8.1f} ms"
-            f"  full {pair['full']['seconds'] * 1e3:8.1f} ms  ratio {ratio:.2f}")
-
-    out["time_vs_frames"] = []
-    for t in frames:
-        row = {"frames": t}
-        for mode in ("deformable", "full"):
-            r = bench_model(preset, dev, repeats=1 if t >= 32 else reps, num_classes=60, rgb_attention=mode,
-                            frames=t)
-            row[f"{mode}_fwd_bwd_s"] = r["fwd_bwd_s_per_clip"]
-            row[f"{mode}_peak_mib"] = r["fwd_bwd_peak_mib"]
-        row["ratio"] = row["full_fwd_bwd_s"] / row["deformable_fwd_bwd_s"]
-        out["time_vs_frames"].append(row)
-        log(f"model T={t:3d}: deformable {row['deformable_fwd_bwd_s']:.3f} s  full {row['full_fwd_bwd_s']:.3f} s"
-            f"  ratio {row['ratio']:.2f}")
+    frames = list(frames or ([8, 16, 32] if quick else [8, 16, 32, 64]))
+    out["sweep"] = sweep(preset, dev, frames, MODES, repeats=lambda t: (2 if t <= 16 else 1) * reps - (t >= 64),
+                         log=log)
+    out["attention_only"] = [_flat(r) for r in out["sweep"]["module"]]
+    out["time_vs_frames"] = [_flat(r) for r in out["sweep"]["model"]]
 
     out["time_vs_persons"] = []
     for m in (1, 2, 4):
@@ -256,14 +240,46 @@ def run_all(preset: str = "paper", device: str | None = None, quick: bool = Fals
     if compile:
         out["compile"] = bench_compile(preset, dev, repeats=reps)
         log(f"torch.compile: {out['compile']}")
+    if accuracy_dir:
+        out["accuracy"] = accuracy_at_frames(accuracy_dir, 32, ("deformable", "grid"), accuracy_epochs, log=log)
 
     out["data"] = run_data(quick, workers, real_video)
     log(f"data: {out['data']}")
+    out["load_avg_end"] = _load_avg()
     return out
 
 
+def _load_avg() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages (None where the OS has none): context for the times."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _preset_row(r: dict, matmul: float) -> dict:
+    """A :func:`compare_models` entry in the preset table's terms (per clip, batch 1)."""
+    return {"params": r["params"], "flops_fwd_per_clip": r["flops_fwd"], "flops_fwd_bwd_per_clip": r["flops_fwd_bwd"],
+            "fwd_s_per_clip": r["fwd_s"], "fwd_bwd_s_per_clip": r["fwd_bwd_s"], "fwd_cpu_s": r["fwd_cpu_s"],
+            "fwd_bwd_cpu_s": r["fwd_bwd_cpu_s"], "fwd_ratio": r["fwd_ratio"], "fwd_bwd_ratio": r["fwd_bwd_ratio"],
+            "train_clips_per_s": 1 / r["fwd_bwd_s"], "infer_clips_per_s": 1 / r["fwd_s"],
+            "fwd_bwd_peak_mib": r["peak_mib"], "achieved_flops_train": r["flops_fwd_bwd"] / r["fwd_bwd_s"],
+            "mfu": r["flops_fwd_bwd"] / r["fwd_bwd_s"] / matmul}
+
+
+def _flat(row: dict) -> dict:
+    """One sweep row as flat keys: ``{mode}_fwd_bwd_s``, ``{mode}_ratio`` (over deformable), ..."""
+    flat: dict[str, Any] = {"frames": row["frames"]}
+    for mode in MODES:
+        r = row[mode]
+        flat.update({f"{mode}_fwd_bwd_s": r["fwd_bwd_s"], f"{mode}_ratio": r["fwd_bwd_ratio"],
+                     f"{mode}_gflops": r["flops_fwd_bwd"] / 1e9, f"{mode}_peak_mib": r["peak_mib"]})
+    flat["ratio"] = flat["full_ratio"]  # full / deformable, as before
+    return flat
+
+
 def plot_time_vs_frames(result: dict, path: str | Path) -> Path:
-    """Time per training clip vs T, deformable vs full attention."""
+    """Time per training clip vs T, one line per RGB attention mode in the rows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,10 +288,14 @@ def plot_time_vs_frames(result: dict, path: str | Path) -> Path:
     rows = result["time_vs_frames"]
     t = [r["frames"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(t, [r["deformable_fwd_bwd_s"] for r in rows], "o-", label="3D deformable attention")
-    ax.plot(t, [r["full_fwd_bwd_s"] for r in rows], "s--", label="full attention (all RGB tokens)")
-    ax.set(xlabel="frames T", ylabel="s per clip (fwd+bwd)", title=f"{result['preset']} preset, {result['device']}")
-    ax.set_xticks(t)
+    labels = {"deformable": "3D deformable attention", "grid": "fixed grid (no offsets)",
+              "divided": "divided space-time (all RGB tokens)", "full": "full attention (all RGB tokens)"}
+    for mode, style in zip(MODES, ("o-", "v:", "^-.", "s--")):
+        if all(f"{mode}_fwd_bwd_s" in r for r in rows):
+            ax.plot(t, [r[f"{mode}_fwd_bwd_s"] for r in rows], style, label=labels[mode])
+    ax.set(xlabel="frames T", ylabel="s per clip (fwd+bwd)", title=f"{result['preset']} preset, {result['device']}",
+           xscale="log", yscale="log")
+    ax.set_xticks(t, [str(v) for v in t])
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

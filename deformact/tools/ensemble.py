@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deformact.errors import DataError
+from deformact.io.atomic import write_text
 from deformact.io.scores import SCORES_FILE, RunScores, load_scores, save_scores
 
 
@@ -128,14 +129,10 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     from deformact.engine.plots import plot_confusion
 
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_confusion(m["confusion"], list(ref.class_names), out / "confusion_matrix.png",
                    title=f"ensemble of {len(runs)}: top-1 {m['top1']:.3f} ({m['num_samples']} videos)")
-    tmp = out / ".per_class.md.tmp"
-    tmp.write_text(per_class_table(np.asarray(m["confusion"]), ref.class_names))
-    os.replace(tmp, out / "per_class.md")
+    write_text(out / "per_class.md", per_class_table(np.asarray(m["confusion"]), ref.class_names))
     save_scores(out / SCORES_FILE, scores=fused, labels=ref.labels, frame_dir=ref.frame_dir.tolist(),
                 split=ref.split, class_names=ref.class_names, average=ref.average)
     return metrics

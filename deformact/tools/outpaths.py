@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from deformact.errors import InferenceError
-
-
-def _os_words(e: OSError) -> str:
-    return e.strerror or str(e) or type(e).__name__
+from deformact.io.atomic import atomic_path, describe_os_error
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -37,7 +34,7 @@ def _writable_folder(folder: Path, target: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InferenceError(f"cannot write {what} {target}: {_os_words(e)}") from None
+        raise InferenceError(f"cannot write {what} {target}: {describe_os_error(e)}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InferenceError(f"cannot write {what} {target}: folder {folder} is not writable")
 
@@ -72,25 +69,10 @@ def check_output_dir(path: str | os.PathLike, names: Iterable[str] = (),
     return path
 
 
-def temp_beside(path: Path) -> Path:
-    """The hidden temp file ``path`` is written to before its rename (same folder and suffix)."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+def atomic_output(path: str | os.PathLike, what: str = "output") -> contextlib.AbstractContextManager[Path]:
+    """A temp path beside ``path``, renamed over it when the block ends normally, removed otherwise;
+    an ``OSError`` becomes one :class:`InferenceError` (:func:`deformact.io.atomic.atomic_path`)."""
+    return atomic_path(path, what=what, error=InferenceError)
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
-    """Yield a temp path beside ``path``; renamed over ``path`` when the block ends normally,
-    removed otherwise. An ``OSError`` while writing or renaming becomes one :class:`InferenceError`."""
-    path = Path(path)
-    tmp = temp_beside(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as e:
-        raise InferenceError(f"cannot write {what} {path}: {_os_words(e)}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
-__all__ = ["atomic_output", "check_output_dir", "check_output_file", "temp_beside"]
+__all__ = ["atomic_output", "check_output_dir", "check_output_file"]
