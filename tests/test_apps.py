@@ -32,13 +32,18 @@ TINY = {
 }
 
 
+def tiny_model(config: dict) -> tuple[dict, object, torch.nn.Module]:
+    """(validated config, its training set, a freshly built model with seed 0)."""
+    torch.manual_seed(0)
+    cfg = validate_config(config)
+    ds = build_dataset(cfg["data"], "train", train=True)
+    return cfg, ds, build_model_for(cfg["model"], ds)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A demo-preset checkpoint (1 block) after 3 AdamW steps on the synthetic set, saved by the engine."""
-    torch.manual_seed(0)
-    cfg = validate_config(TINY)
-    ds = build_dataset(cfg["data"], "train", train=True)
-    model = build_model_for(cfg["model"], ds)
+    cfg, ds, model = tiny_model(TINY)
     opt = build_optimizer(model, cfg["train"])
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
     for _ in range(3):

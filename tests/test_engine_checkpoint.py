@@ -31,14 +31,27 @@ def _state(value: float) -> dict:
     return {"model": {"w": torch.full((64, 64), value)}, "config": {}, "class_names": ["a"], "epoch": int(value)}
 
 
-def test_kill_between_temp_write_and_rename_keeps_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    save_checkpoint(_state(1.0), path)
+def _killed(*_args, **_kwargs):  # the process dies after writing the temp file, before the rename
+    raise KeyboardInterrupt("SIGKILL stand-in")
 
-    def killed(*_args, **_kwargs):  # the process dies after writing the temp file, before the rename
+
+def _torn_save(real_save):
+    def torn_save(obj, f, *args, **kwargs):  # half the bytes reach the disk, then the process dies
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 2)
         raise KeyboardInterrupt("SIGKILL stand-in")
 
-    monkeypatch.setattr(os, "replace", killed)
+    return torn_save
+
+
+@pytest.mark.parametrize("when", ["between temp write and rename", "during the temp write"])
+def test_kill_while_saving_keeps_old_file(tmp_path, monkeypatch, when):
+    path = tmp_path / "last.pt"
+    save_checkpoint(_state(1.0), path)
+    if when == "during the temp write":
+        monkeypatch.setattr(torch, "save", _torn_save(torch.save))
+    else:
+        monkeypatch.setattr(os, "replace", _killed)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(_state(2.0), path)
     monkeypatch.undo()
@@ -48,21 +61,9 @@ def test_kill_between_temp_write_and_rename_keeps_old_file(tmp_path, monkeypatch
     assert read_checkpoint(path)["epoch"] == 3
 
 
-def test_kill_during_temp_write_keeps_old_file(tmp_path, monkeypatch):
+def test_stale_temps_are_removed(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(_state(1.0), path)
-    real_save = torch.save
-
-    def torn_save(obj, f, *args, **kwargs):  # half the bytes reach the disk, then the process dies
-        real_save(obj, f, *args, **kwargs)
-        f.truncate(f.tell() // 2)
-        raise KeyboardInterrupt("SIGKILL stand-in")
-
-    monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(_state(2.0), path)
-    monkeypatch.undo()
-    assert read_checkpoint(path)["epoch"] == 1
     # a temp file left by a real SIGKILL (no cleanup ran) is removed before the next run writes
     (tmp_path / ".last.pt.tmp12345").write_bytes(b"partial")
     remove_stale_temps(tmp_path)

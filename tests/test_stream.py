@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_apps import TINY, _json_out
+from test_apps import TINY, _json_out, tiny_model
 from test_pose import ONE, TWO, extract_ntu
 
 import deformact.data as dd
 from deformact import cli
 from deformact.data.skeletons import COCO17, NTU25, PENN13, joint_mapping, map_joints
-from deformact.engine import load_config, run, save_checkpoint, validate_config
-from deformact.engine.builders import build_dataset, build_model_for
+from deformact.engine import load_config, run, save_checkpoint
 from deformact.errors import DataError
 from deformact.io import iter_frames, probe, write_video
 from deformact.tools.windows import window_spans
@@ -49,10 +48,7 @@ def long_video(shared_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_ckpt(tmp_path_factory):
     """An untrained RGB+pose demo-preset checkpoint (1 block, COCO-17, T=8, 64 px)."""
-    torch.manual_seed(0)
-    cfg = validate_config(TINY)
-    ds = build_dataset(cfg["data"], "train", train=True)
-    model = build_model_for(cfg["model"], ds)
+    cfg, ds, model = tiny_model(TINY)
     path = tmp_path_factory.mktemp("ckpt") / "demo.pt"
     save_checkpoint({"model": model.state_dict(), "config": {**cfg, "model": model.config.to_dict()},
                      "class_names": list(ds.class_names), "epoch": 0, "step": 0}, path)

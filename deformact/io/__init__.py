@@ -21,7 +21,7 @@ _LAZY = {
     "VIDEO_EXTS": "video", "IMAGE_EXTS": "video", "VideoInfo": "video", "probe": "video",
     "count_frames": "video", "find_media": "video", "list_videos": "video", "list_frames": "video",
     "iter_frames": "video", "read_frames": "video", "frame_to_rgb": "video", "output_size": "video",
-    "open_video": "video",
+    "open_video": "video", "open_container": "video",
     "read_clip": "video_read", "FRAME_TOLERANCE": "video_read",
     "write_video": "video_write",
     "load_pyskl": "pyskl", "save_pyskl": "pyskl", "safe_loads": "pyskl", "SafeUnpickler": "pyskl",

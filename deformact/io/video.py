@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -112,19 +113,25 @@ def frame_to_rgb(frame: av.VideoFrame, width: int | None = None, height: int | N
                                      interpolation=interpolation, threads=1).to_ndarray()
 
 
+def open_container(source: str, *, what: str = "video", **options: Any) -> av.container.InputContainer:
+    """``av.open(source, **options)`` with at least one video stream: a file, a V4L2 device or a
+    URL FFmpeg opens; :class:`VideoError` naming ``source`` (one line) when it cannot be opened."""
+    try:
+        container = av.open(source, **options)
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise VideoError(f"{source}: cannot open {what} ({e.__class__.__name__}: {e})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{source}: no video stream")
+    return container
+
+
 def open_video(path: str | os.PathLike) -> av.container.InputContainer:
-    """An opened container with at least one video stream; :class:`VideoError` naming the file else."""
+    """An opened video file with at least one video stream; :class:`VideoError` naming the file else."""
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"{path}: cannot open video ({e.__class__.__name__}: {e})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoError(f"{path}: no video stream")
-    return container
+    return open_container(str(path))
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:

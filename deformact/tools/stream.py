@@ -58,23 +58,14 @@ def source_kind(source: str) -> str:
 
 def open_source(source: str, timeout_s: float = 10.0) -> Any:
     """A PyAV container with a video stream; :class:`VideoError` (one line) when it cannot be opened."""
-    import av
-
-    from deformact.io import open_video
+    from deformact.io.video import open_container, open_video
 
     kind = source_kind(source)
     if kind == "file":
         return open_video(source)
     options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
-    try:
-        container = av.open(source, format="v4l2" if kind == "camera" else None, options=options,
-                            timeout=(timeout_s, timeout_s))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"{source}: cannot open {kind} ({type(e).__name__}: {e})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoError(f"{source}: no video stream")
-    return container
+    return open_container(source, what=kind, format="v4l2" if kind == "camera" else None, options=options,
+                          timeout=(timeout_s, timeout_s))
 
 
 def iter_source(container: Any, source: str, max_side: int | None = 640) -> Iterator[tuple[float, np.ndarray]]:
