@@ -85,3 +85,12 @@ def test_no_frame_is_hidden_from_the_cm_tokens_by_the_temporal_cap():
 
     assert frames_seen("demo", 32) == 1.0
     assert frames_seen("demo", 32, "grid") == 1.0
+
+
+def test_compare_models_with_forward_reports_inference_time_and_flops():
+    from deformact.tools.bench_modes import compare_models
+
+    res = compare_models("demo", CPU, 8, ("deformable", "full"), repeats=1, forward=True, memory=False)
+    for r in res.values():
+        assert r["fwd_s"] > 0 and 0 < r["flops_fwd"] < r["flops_fwd_bwd"] and r["peak_mib"] is None
+    assert res["deformable"]["fwd_ratio"] == 1.0 and res["full"]["frames"] == 8

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from deformact.engine import load_config, run
+    from deformact.engine.api import RUN_OUTPUTS
 
     run(load_config(args.config, args.overrides), args.out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
-        print(f"outputs in {args.out}: metrics.json, log.jsonl, last.pt, best.pt, curves.png, "
-              "confusion_matrix.png, tb/")
+        print(f"outputs in {args.out}: {', '.join(RUN_OUTPUTS)}")
     return 0

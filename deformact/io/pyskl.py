@@ -214,9 +214,33 @@ class SafeUnpickler(pickle.Unpickler):
         return _resolve(super().load())
 
 
+class _BoundedReader:
+    """The file as the unpickler sees it: ``read``/``readline`` only (no ``readinto``, so the C
+    unpickler cannot size a buffer from a declared length before this check), and a declared
+    length longer than what is left of the file fails before anything is allocated."""
+
+    def __init__(self, f: io.BufferedIOBase, size: int) -> None:
+        self._f, self._left = f, int(size)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._left
+        if n > self._left:
+            raise pickle.UnpicklingError(f"a record declares {n:,} bytes but only {self._left:,} remain "
+                                         "(truncated or hostile file)")
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._f.readline(self._left)
+        self._left -= len(line)
+        return line
+
+
 def safe_loads(data: bytes) -> Any:
     """Unpickle bytes with :class:`SafeUnpickler`."""
-    return SafeUnpickler(io.BytesIO(data)).load()
+    return SafeUnpickler(_BoundedReader(io.BytesIO(data), len(data))).load()
 
 
 def load_pyskl(path: str | os.PathLike) -> Any:
@@ -228,7 +252,7 @@ def load_pyskl(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: annotation file not found")
     try:
         with open(path, "rb") as f:
-            return SafeUnpickler(f).load()
+            return SafeUnpickler(_BoundedReader(f, os.fstat(f.fileno()).st_size)).load()
     except pickle.UnpicklingError as e:
         raise DataError(f"{path}: unsafe or invalid pickle: {e}") from None
     except RecursionError:

@@ -96,12 +96,12 @@ def compare_models(preset: str, device: torch.device, frames: int | None = None,
         out[mode].update(fwd_bwd_s=r["wall_s"], fwd_bwd_cpu_s=r["cpu_s"], fwd_bwd_ratio=r["ratio"])
         out[mode]["peak_mib"] = peak_memory_mib(steps[mode], device) if memory else None
     if forward:
-        for m in models.values():
+        for mode, m in models.items():
+            out[mode]["flops_fwd"] = model_report(m, depth=1)["total_flops"]  # not under no_grad (FLOP tracker)
             m.eval()
         with torch.no_grad():
             for mode, r in interleaved(fwds, device, repeats, modes[0]).items():
-                out[mode].update(fwd_s=r["wall_s"], fwd_cpu_s=r["cpu_s"], fwd_ratio=r["ratio"],
-                                 flops_fwd=model_report(models[mode], depth=1)["total_flops"])
+                out[mode].update(fwd_s=r["wall_s"], fwd_cpu_s=r["cpu_s"], fwd_ratio=r["ratio"])
     return out
 
 
