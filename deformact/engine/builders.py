@@ -65,6 +65,8 @@ def build_model_for(model_cfg: Mapping[str, Any] | ModelSection, dataset: Datase
                               f"leave model.{key} out to take it from the data")
     try:
         return build_model(preset=preset, **{**inferred, **user})
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model: {e}") from None
 

@@ -183,6 +183,8 @@ def apply_model_overrides(preset: str = DEFAULT_PRESET, overrides: Iterable[str]
     model = ModelSection.from_dict(section)
     try:
         return make_config(model.preset, **model.fields)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model: {e}") from None
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from deformact.errors import ConfigError
+
 MODALITIES = ("rgb+pose", "rgb", "pose")
 RGB_ATTENTIONS = ("deformable", "grid", "full", "divided")
 OFFSET_CONDITIONS = ("none", "cm")
@@ -67,10 +69,32 @@ class ModelConfig:
     offset_condition: str = "none"
 
     def __post_init__(self) -> None:
+        self._check_types()
         # YAML/JSON round-trips turn tuples into lists
         self.backbone_channels = tuple(self.backbone_channels)
         self.ref_downsample = tuple(self.ref_downsample)
         self.validate()
+
+    def _check_types(self) -> None:
+        """Each field has its declared type (an int where a float is declared is fine), so a
+        ``--set depth=x`` is one clear error here instead of a failure deep inside the model."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            optional = kind.endswith(" | None")
+            base = kind.removesuffix(" | None")
+            if value is None and optional:
+                continue
+            if base in kinds:
+                ok = isinstance(value, kinds[base]) and (base == "bool" or not isinstance(value, bool))
+            elif base.startswith("tuple[int"):
+                ok = isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value)
+            else:
+                ok = isinstance(value, dict) if base.startswith("dict") else True
+            if not ok:
+                raise ConfigError(f"model.{f.name} must be {'an' if base[0] in 'aeiou' else 'a'} {base}"
+                                  f"{' or null' if optional else ''}, got {value!r}")
 
     @property
     def use_rgb(self) -> bool:
@@ -91,7 +115,7 @@ class ModelConfig:
     def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                raise ValueError(f"ModelConfig: {msg}")
+                raise ConfigError(f"ModelConfig: {msg}")
 
         need(self.modality in MODALITIES, f"modality must be one of {MODALITIES}, got {self.modality!r}")
         need(self.rgb_attention in RGB_ATTENTIONS, f"rgb_attention must be one of {RGB_ATTENTIONS}")
@@ -125,7 +149,7 @@ class ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}")
+            raise ConfigError(f"ModelConfig: unknown field(s) {unknown}")
         return cls(**d)
 
 
