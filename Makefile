@@ -5,10 +5,10 @@ PIP := .venv/bin/pip
 
 .venv:
 	python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,export,pose]"
-	$(PIP) install -q --no-deps mediapipe==0.10.14
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq torch==2.13.0
+	$(PIP) install -qq -e ".[dev,export,pose]"
+	$(PIP) install -qq --no-deps mediapipe==0.10.14
 	$(PY) -c "import deformact, torch; print('deformact', deformact.__version__, 'torch', torch.__version__)"
 
 install: .venv
