@@ -132,7 +132,7 @@ def test_model_overrides_share_the_run_config_grammar():
         apply_model_overrides("demo", ["train.lr=1"], bare=True)
     with pytest.raises(ConfigError, match="only model.FIELD=VALUE"):
         apply_model_overrides("demo", ["rgb_attention=full"])  # bare names only where asked for
-    with pytest.raises(ConfigError, match="model: ModelConfig: rgb_attention must be one of"):
+    with pytest.raises(ConfigError, match="ModelConfig: rgb_attention must be one of"):
         apply_model_overrides("demo", ["model.rgb_attention=sparse"])
 
 
