@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_data_synthetic import _softmax_probe
 
 import deformact
 import deformact.data as dd
@@ -92,26 +93,6 @@ def _features(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ni, ti = np.meshgrid(np.arange(n), np.arange(col.shape[1]), indexing="ij")
         wrists.append(box[ni, ti, xy[..., 1], xy[..., 0]].mean(1))
     return std, rgb, np.concatenate([std, *wrists], 1)
-
-
-def _softmax_probe(xtr, ytr, xte, yte, lam=1e-3):
-    from scipy.optimize import minimize
-
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    a, b = ((np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], 1)) for x in (xtr, xte))
-    y, d = np.eye(12)[ytr], a.shape[1]
-
-    def loss(w):  # einsum, not BLAS: tiny matrices, and no thread pool fighting a busy machine
-        w = w.reshape(d, 12)
-        z = np.einsum("nd,dk->nk", a, w)
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        g = np.einsum("nd,nk->dk", a, p - y) / len(a)
-        g[:-1] += 2 * lam * w[:-1]
-        return -(y * np.log(p + 1e-12)).sum() / len(a) + lam * (w[:-1] ** 2).sum(), g.ravel()
-
-    w = minimize(loss, np.zeros(d * 12), jac=True, method="L-BFGS-B", options={"maxiter": 300}).x
-    return float((np.einsum("nd,dk->nk", b, w.reshape(d, 12)).argmax(1) == yte).mean())
 
 
 def test_linear_probes_need_both_modalities():

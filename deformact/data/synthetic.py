@@ -320,5 +320,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
                 pose = pose_feature(pose, self.feature, self.layout)
             mask = torch.from_numpy(d["person_mask"][index])
             item["pose"], item["person_mask"] = (pose[0], mask[0]) if single else (pose, mask)
+        if d.get("object_track") is not None:  # the objects set's deciding object (synthetic_objects)
+            track = torch.from_numpy(d["object_track"][index])
+            item["object_track"] = track[0] if single else track
         item["label"] = int(d["label"][index])
         return item

@@ -39,7 +39,6 @@ from deformact.errors import DataError
 
 from . import synthetic as syn
 from .skeletons import COCO17
-from .transforms import normalize
 
 OBJECTS = (("disc", (0.92, 0.12, 0.10)), ("square", (0.12, 0.30, 0.98)), ("cross", (0.98, 0.86, 0.10)))
 NUM_CLASSES = len(syn.MOTIONS) * len(OBJECTS)
@@ -252,9 +251,9 @@ def generate(n: int, seed: int = 0, split: str = "train", frames: int = 16, imag
 _CACHE: OrderedDict = OrderedDict()
 
 
-class SyntheticObjectsDataset(torch.utils.data.Dataset):
+class SyntheticObjectsDataset(syn.SyntheticDataset):
     """In-memory split of the objects set (module docstring); items as the pyskl dataset's plus
-    ``object_track`` (T x 3, ignored by the model)."""
+    ``object_track`` (T x 3, ignored by the model); items are read as the demo set's."""
 
     layout = "coco17"
 
@@ -285,31 +284,9 @@ class SyntheticObjectsDataset(torch.utils.data.Dataset):
         self.data = _CACHE[key]
         self.num_skipped = 0
 
-    def __len__(self) -> int:
-        return len(self.data["label"])
-
     def object_tracks(self) -> np.ndarray:
         """The deciding object of every item: n x clips x T x 3 (x, y, radius; frame fractions)."""
         return self.data["object_track"]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        d, item = self.data, {}
-        single = self.num_clips == 1
-        if self.use_rgb:
-            rgb = normalize(d["rgb"][index])
-            item["rgb"] = rgb[0] if single else rgb
-        if self.use_pose:
-            pose = torch.from_numpy(d["pose"][index])
-            if self.feature != "joint":
-                from .pipeline.feature import pose_feature
-
-                pose = pose_feature(pose, self.feature, self.layout)
-            mask = torch.from_numpy(d["person_mask"][index])
-            item["pose"], item["person_mask"] = (pose[0], mask[0]) if single else (pose, mask)
-        track = torch.from_numpy(d["object_track"][index])
-        item["object_track"] = track[0] if single else track
-        item["label"] = int(d["label"][index])
-        return item
 
 
 def localisation_hits(points: torch.Tensor, track: torch.Tensor, radii: float = 1.5) -> torch.Tensor:
