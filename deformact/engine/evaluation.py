@@ -49,7 +49,7 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
     # the 3DTS points of the last block fall: [near the object, all points] (docs/RESULTS.md)
     cfg = getattr(model, "config", None)
     locate = (callable(getattr(dataset, "object_tracks", None)) and cfg is not None and cfg.use_rgb
-              and cfg.rgb_attention != "full")
+              and cfg.rgb_attention in ("deformable", "grid"))
     hits = [0, 0]
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=not (show_progress() and ctx.is_main))

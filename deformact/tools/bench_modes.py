@@ -183,31 +183,40 @@ def accuracy_at_frames(out_dir: str | Path, frames: int = 32, modes: Sequence[st
     return out
 
 
-def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> Path:
-    """Seconds per training clip (fwd+bwd; CPU seconds where measured) vs T, one line per mode; log-log."""
-    import matplotlib
+def time_plot(t: Sequence[int], lines: Sequence[tuple[str, Sequence[float], str]], path: str | Path, *,
+              title: str = "", ylabel: str = "s per clip (fwd+bwd)", size: tuple[float, float] = (5.5, 3.8)) -> Path:
+    """Seconds per clip vs the frame count T, log-log, one (label, values, style) line each; a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = [r["frames"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for mode, style in zip(MODES, ("o-", "v:", "^-.", "s--")):
-        if all(mode in r for r in rows):
-            ax.plot(t, [r[mode]["fwd_bwd_cpu_s"] or r[mode]["fwd_bwd_s"] for r in rows], style, label=mode)
-    ax.set(xlabel="frames T", ylabel="s per clip (fwd+bwd; CPU s on the CPU)", title=title, xscale="log",
-           yscale="log")
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for label, values, style in lines:
+        ax.plot(t, values, style, label=label)
+    ax.set(xlabel="frames T", ylabel=ylabel, title=title, xscale="log", yscale="log")
     ax.set_xticks(t, [str(v) for v in t])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
+STYLES = dict(zip(MODES, ("o-", "v:", "^-.", "s--")))
+
+
+def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Seconds per training clip (fwd+bwd; CPU seconds where measured) vs T, one line per mode; log-log."""
+    lines = [(mode, [r[mode]["fwd_bwd_cpu_s"] or r[mode]["fwd_bwd_s"] for r in rows], STYLES[mode])
+             for mode in MODES if all(mode in r for r in rows)]
+    return time_plot([r["frames"] for r in rows], lines, path, title=title,
+                     ylabel="s per clip (fwd+bwd; CPU s on the CPU)")
+
+
 __all__ = ["MODES", "accuracy_at_frames", "attention_module", "compare_attention", "compare_models", "frames_seen",
-           "interleaved", "plot_sweep", "sweep"]
+           "interleaved", "plot_sweep", "sweep", "time_plot"]

@@ -22,7 +22,15 @@ import torch
 from deformact._native import quiet_native_stderr
 from deformact.models import build_model
 from deformact.models.flops import example_inputs, model_report
-from deformact.tools.bench_modes import MODES, accuracy_at_frames, attention_module, compare_models, sweep
+from deformact.tools.bench_modes import (
+    MODES,
+    STYLES,
+    accuracy_at_frames,
+    attention_module,
+    compare_models,
+    sweep,
+    time_plot,
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -301,33 +309,16 @@ def _flat(row: dict) -> dict:
 def plot_time_vs_frames(result: dict, path: str | Path) -> Path:
     """Time per training clip vs T, one line per RGB attention mode in the rows (CPU seconds where
     the rows have them: robust to other work on the machine; else wall seconds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["time_vs_frames"]
-    t = [r["frames"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
     labels = {"deformable": "3D deformable attention", "grid": "fixed grid (no offsets)",
               "divided": "divided space-time (all RGB tokens)", "full": "full attention (all RGB tokens)"}
     cpu = all(r.get(f"{m}_fwd_bwd_cpu_s") for r in rows for m in MODES if f"{m}_fwd_bwd_s" in r)
     key = "_fwd_bwd_cpu_s" if cpu else "_fwd_bwd_s"
-    for mode, style in zip(MODES, ("o-", "v:", "^-.", "s--")):
-        if all(f"{mode}{key}" in r for r in rows):
-            ax.plot(t, [r[f"{mode}{key}"] for r in rows], style, label=labels[mode])
-    ax.set(xlabel="frames T", ylabel=f"{'CPU ' if cpu else ''}s per clip (fwd+bwd)",
-           title=f"{result['preset']} preset, {result['device']}", xscale="log", yscale="log")
-    ax.set_xticks(t, [str(v) for v in t])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    lines = [(labels[mode], [r[f"{mode}{key}"] for r in rows], STYLES[mode])
+             for mode in MODES if all(f"{mode}{key}" in r for r in rows)]
+    return time_plot([r["frames"] for r in rows], lines, path, size=(5, 3.5),
+                     title=f"{result['preset']} preset, {result['device']}",
+                     ylabel=f"{'CPU ' if cpu else ''}s per clip (fwd+bwd)")
 
 
 __all__ = ["bench_attention", "bench_bf16_inference", "bench_compile", "bench_model", "example_batch", "matmul_rate",
