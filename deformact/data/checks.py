@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from deformact.errors import DataError, VideoError
+from deformact.io.video_read import FRAME_TOLERANCE
 
-# a video may have at most this many frames fewer than its annotation (the reader repeats the last
-# frame, deformact.io.video_read.FRAME_TOLERANCE) and max(this, 5 %) more (off-by-one exports)
-FRAME_TOLERANCE = 2
+# a video may have at most FRAME_TOLERANCE frames fewer than its annotation (the reader repeats the
+# last frame that often) and max(FRAME_TOLERANCE, 5 %) more (off-by-one exports)
 FRAME_TOLERANCE_FRACTION = 0.05
 # frame size: equal to img_shape within this many pixels per side (encoders round to even sizes),
 # or the same with width and height swapped (rotation metadata), or a uniformly scaled copy of the
@@ -26,15 +26,6 @@ SIZE_RATIO_TOLERANCE = 0.02
 MAX_SCALE = 8.0
 # the label of the placeholder a non-training dataset returns for a clip it leaves out (skip_bad)
 SKIPPED_LABEL = -1
-
-
-def usable_person(kp: np.ndarray, score: np.ndarray) -> bool:
-    """Whether a clip shows anybody: at least one frame with at least one joint whose position is
-    finite and whose score is finite and > 0 (``kp`` M x T x V x 2, ``score`` M x T x V)."""
-    seen = np.isfinite(score) & (score > 0)
-    if not seen.any():
-        return False
-    return bool((seen & np.isfinite(kp).all(-1)).any())
 
 
 def check_contiguous_labels(labels: Sequence[Any], names: Sequence[str], where: str) -> int:

@@ -101,10 +101,6 @@ class ClipStore(Sequence):
         """The clips where ``keep`` (bool per clip) is set, in order."""
         return ClipStore([self[i] for i in np.flatnonzero(keep)])
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.keypoint, self.keypoint_score, self.rank, self.start, self.frame_dir))
-
 
 def _finite(x: np.ndarray) -> np.ndarray:
     """``np.isfinite`` for IEEE floats through their exponent bits (fast for float16 too)."""
