@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 PROG = "deformact predict"
 
@@ -51,7 +52,7 @@ def check_args(args: argparse.Namespace) -> None:
     outs = [(o, w) for o, w in ((args.out, "annotated video"), (args.timeline, "timeline")) if o]
     for out, what in outs:
         check_output_file(out, inputs, what)
-    if len(outs) == 2 and check_output_file(args.out).resolve() == check_output_file(args.timeline).resolve():
+    if len(outs) == 2 and Path(args.out).resolve() == Path(args.timeline).resolve():
         raise InferenceError("--out and --timeline name the same file")
 
 

@@ -25,17 +25,13 @@ from deformact.models.flops import example_inputs, model_report
 from deformact.tools.bench_modes import (
     MODES,
     STYLES,
+    _sync,
     accuracy_at_frames,
     attention_module,
     compare_models,
     sweep,
     time_plot,
 )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float:

@@ -51,8 +51,9 @@ class VideoPrediction:
 
     def top(self, k: int = 5) -> list[dict[str, Any]]:
         """The k best classes as ``[{"label", "score"}, ...]``, highest first."""
-        order = np.argsort(-self.probs, kind="stable")[:k]
-        return [{"label": self.class_names[i], "score": float(self.probs[i])} for i in order]
+        from deformact.tools.windows import top_k
+
+        return top_k(self.probs, self.class_names, k, digits=None)
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:

@@ -151,10 +151,12 @@ class WindowPredictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.model.class_names)), np.float32)
 
 
-def top_k(probs: np.ndarray, names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
-    """``[{"label", "score"}, ...]``, the k best classes of one probability vector, highest first."""
+def top_k(probs: np.ndarray, names: Sequence[str], k: int = 5, digits: int | None = 6) -> list[dict[str, Any]]:
+    """``[{"label", "score"}, ...]``, the k best classes of one probability vector, highest first
+    (scores rounded to ``digits``, or exact with None)."""
     order = np.argsort(-probs, kind="stable")[:k]
-    return [{"label": names[i], "score": round(float(probs[i]), 6)} for i in order]
+    return [{"label": names[i], "score": float(probs[i]) if digits is None else round(float(probs[i]), digits)}
+            for i in order]
 
 
 def window_entries(spans: Sequence[tuple[int, int]], probs: np.ndarray, names: Sequence[str], fps: float
