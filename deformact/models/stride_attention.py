@@ -76,7 +76,6 @@ class JointStrideAttention(GroupedAttention):
         assignment = list(strided_assignment(joints, stride) if assignment is None else assignment)
         super().__init__(dim, heads, members(persons, joints, assignment), persons * joints, attn_drop)
         self.persons, self.joints = persons, joints
-        self.register_buffer("assignment", torch.tensor(assignment, dtype=torch.long), persistent=False)
 
     def forward(self, p: Tensor, token_valid: Tensor, cm: Tensor, return_maps: bool = False
                 ) -> tuple[Tensor, Tensor, dict]:

@@ -112,7 +112,7 @@ class DeformableTransformer(nn.Module):
             self.pose_embed = PoseEmbedding(cfg.dim, cfg.num_joints, t, cfg.pose_channels, cfg.temporal_patch)
         self.tokens = CrossModalTokens(cfg.dim, cfg.cross_modal_tokens)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        groups = self.joint_groups().tolist()
+        groups = joint_assignments(cfg.depth, cfg.num_joints, cfg.joint_stride, cfg.layout)
         self.blocks = nn.ModuleList(DeformableTransformerBlock(cfg, i, r, groups[i]) for i, r in enumerate(rates))
         self.norm = nn.LayerNorm(2 * cfg.dim)
         self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(2 * cfg.dim, cfg.num_classes))
