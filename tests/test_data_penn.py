@@ -54,7 +54,7 @@ def test_loads_through_build_dataset(penn_pkl):
     assert batch["pose"].shape == (8, 1, 16, 13, 3) and batch["person_mask"].all()
     assert torch.isfinite(batch["pose"]).all() and batch["label"].max() < 15
     item = test[5]
-    assert item["pose"].shape == (3, 1, 16, 13, 3) and item["person_mask"].shape == (3, 1)
+    assert item["pose"].shape == (3, 1, 16, 13, 3) and item["person_mask"].shape == (3, 1, 16)
     # test-time crop keeps the (visible) person inside the frame
     vis = item["pose"][..., 2] > 0
     xy = item["pose"][..., :2][vis]

@@ -79,7 +79,7 @@ def test_joints_stay_under_their_pixels(tmp_path, flip, codec):
         torch.manual_seed(seed)
         ds._rng = None
         item = ds[0]
-        assert item["person_mask"].tolist() == [True, False]
+        assert item["person_mask"].tolist() == [[True] * 6, [False] * 6]  # per frame
         for t in range(6):
             pose = item["pose"][0, t]
             # flip swaps the joint names: the red (left-wrist) dot is now under the *right* wrist
@@ -148,7 +148,8 @@ def test_nan_keypoints_and_frames_without_people(tmp_path):
     p0, p1 = order.index(0), order.index(1)
     assert pose[p0, 0, 3].tolist() == [0, 0, 0] and pose[p1, 2, 5].tolist() == [0, 0, 0]
     assert pose[p0, 1, 7].tolist() == [0, 0, 0] and (pose[:, 3] == 0).all()
-    assert item["person_mask"].tolist() == [True, True]
+    # both people present; the empty frame is masked for both (a per-frame mask, M x T)
+    assert item["person_mask"].tolist() == [[True, True, True, False]] * 2
     # a clip with no people at all: zeros through the pipeline (predict on a video with nobody) ...
     ann = {"frame_dir": "p", "label": 0, "img_shape": (100, 100), "keypoint": np.zeros((0, 4, 17, 2), np.float32),
            "keypoint_score": np.zeros((0, 4, 17), np.float32)}
@@ -167,7 +168,7 @@ def test_people_ranked_by_total_score(tmp_path):
     item = _pose_ds(tmp_path, kp, score, num_persons=2)[0]
     np.testing.assert_allclose(item["pose"][:, 0, 0, 0], [0.5, 0.9], atol=1e-6)  # people 1 then 2
     item = _pose_ds(tmp_path, kp, score, num_persons=4)[0]
-    assert item["person_mask"].tolist() == [True, True, True, False] and (item["pose"][3] == 0).all()
+    assert item["person_mask"].all(-1).tolist() == [True, True, True, False] and (item["pose"][3] == 0).all()
 
 
 def test_multi_clip_items_collate(tmp_path):
@@ -175,5 +176,5 @@ def test_multi_clip_items_collate(tmp_path):
     ds = _pose_ds(tmp_path, rng.uniform(0, 100, (1, 30, 17, 2)).astype(np.float32),
                   np.ones((1, 30, 17), np.float32), num_clips=4)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=1)))
-    assert batch["pose"].shape == (1, 4, 2, 4, 17, 3) and batch["person_mask"].shape == (1, 4, 2)
+    assert batch["pose"].shape == (1, 4, 2, 4, 17, 3) and batch["person_mask"].shape == (1, 4, 2, 4)
     assert not torch.equal(batch["pose"][0, 0], batch["pose"][0, 1])

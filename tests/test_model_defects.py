@@ -229,6 +229,7 @@ def test_a_per_clip_person_mask_is_the_same_as_every_frame():
     torch.manual_seed(0)
     model = deformact.build_model("demo", num_classes=6).eval()
     x = example_inputs(model.config, 2)
+    x["person_mask"] = torch.ones(2, model.config.num_persons, dtype=torch.bool)  # B x M
     x["person_mask"][1, 1] = False
     per_frame = x["person_mask"][..., None].expand(-1, -1, model.config.frames)
     with torch.no_grad():

@@ -216,3 +216,32 @@ def test_missing_mediapipe_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
     with pytest.raises(ImportError, match=r"pip install --no-deps mediapipe==0\.10\.14"):
         mediapipe_pose._import_mediapipe()
+
+
+def test_frames_where_the_estimator_loses_the_person_are_masked_per_frame(tmp_path):
+    """Extraction writes zero scores where nobody was found; the pipeline turns them into a
+    per-frame person mask (M x T) that the model masks (garbage there cannot change the logits)."""
+    import torch
+
+    import deformact
+    from deformact.data import build_test_pipeline
+
+    video = tmp_path / "blink.mp4"
+    bright = [i % 3 != 1 for i in range(12)]  # the person is lost in every third frame
+    write_video(video, [np.full((64, 64, 3), 200 if b else 20, np.uint8) for b in bright], fps=12)
+
+    class SeenInBrightFrames(CentrePose):
+        def __call__(self, frame):
+            return super().__call__(frame) if frame.mean() > 100 else []
+
+    ann = extract_video(video, SeenInBrightFrames(), max_persons=2, progress=False)
+    assert (ann["keypoint_score"][0].any(-1) == np.array(bright)).all()
+    item = build_test_pipeline({"modality": "pose", "frames": 12, "num_persons": 2})(ann)
+    assert item["person_mask"].tolist() == [bright, [False] * 12]
+    model = deformact.build_model("demo", num_classes=3, modality="pose", frames=12).eval()
+    x = {"pose": item["pose"][None], "person_mask": item["person_mask"][None]}
+    lost = ~x["person_mask"][..., None, None]
+    with torch.no_grad():
+        ref = model(**x)
+        out = model(pose=torch.where(lost, torch.randn_like(x["pose"]) * 50, x["pose"]), person_mask=x["person_mask"])
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)

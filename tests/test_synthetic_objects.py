@@ -111,6 +111,8 @@ def test_localisation_hits_known_points():
     points = torch.tensor([[[0.1, 0.5, 0.55], [0.1, 0.5, 0.7], [0.9, 0.8, 0.2], [0.9, 0.5, 0.5]]])  # (t, y, x)
     hit = so.localisation_hits(points, track)
     assert hit.tolist() == [[True, False, True, False]]  # 0.05 <= 1.5 r; 0.2 > 1.5 r; frame 1; wrong frame
+    points[0, 0] = float("nan")  # a masked joint anchor is never a hit
+    assert so.localisation_hits(points, track).tolist() == [[False, False, True, False]]
 
 
 def test_evaluate_reports_localisation():
@@ -121,3 +123,16 @@ def test_evaluate_reports_localisation():
     assert 0 <= grid["localisation"] <= 1
     assert deform["localisation"] == pytest.approx(grid["localisation"])  # a new model reads the grid
     assert "localisation" not in evaluate(deformact.build_model("demo", rgb_attention="full", **kw), ds)
+    # with joint anchors the fraction is over the points that were read (masked anchors are NaN);
+    # a new anchored model reads the grid and the joints, so its fraction is the same as computing it
+    # by hand from its maps
+    torch.manual_seed(0)
+    anchored = deformact.build_model("demo", search_anchors="joints", **kw).eval()
+    got = evaluate(anchored, ds, batch_size=6)["localisation"]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=6)))
+    with torch.no_grad():
+        _, maps = anchored(rgb=batch["rgb"], pose=batch["pose"], person_mask=batch["person_mask"], return_maps=True)
+    last = maps["sampling_locations"][:, -1]
+    assert last.isnan().any()  # the absent second person's anchors
+    near = so.localisation_hits(last, batch["object_track"])
+    assert got == pytest.approx(float(near.sum() / last.isfinite().all(-1).sum()))

@@ -3,7 +3,7 @@
     import deformact.data as dd
     ds = dd.build_dataset(type="pyskl", ann_file="ntu60_hrnet.pkl", split="xsub_val", modality="rgb+pose",
                           frames=16, video_root="videos/", image_size=224, train=False)
-    item = ds[0]  # {"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}
+    item = ds[0]  # {"pose": M x T x V x 3, "person_mask": M x T, "rgb": 3 x T x H x W, "label": int}
 
 ``build_dataset`` takes a config's ``data:`` section plus ``split``/``train``. Keys (defaults):
 

@@ -55,7 +55,7 @@ class _SkipCounter:
 class PysklDataset(torch.utils.data.Dataset):
     """Clips of a pyskl annotation file (see :mod:`deformact.io.pyskl`), optionally with RGB.
 
-    Items: ``{"pose": M x T x V x 3, "person_mask": M, "rgb": 3 x T x H x W, "label": int}``
+    Items: ``{"pose": M x T x V x 3, "person_mask": M x T, "rgb": 3 x T x H x W, "label": int}``
     (absent modalities omitted; with ``num_clips = N > 1`` at test time every tensor gets a leading
     N). Pose x, y are in [0, 1] relative to the (cropped) frame, score in [0, 1]; a missing joint
     is (0, 0, 0). Every check that can fail on the annotation file runs here, at build time;
@@ -279,7 +279,7 @@ class PysklDataset(torch.utils.data.Dataset):
         if self.use_pose:
             v = self.skeleton.num_joints if self.skeleton else 17
             item["pose"] = torch.zeros(*lead, p, t, v, 3)
-            item["person_mask"] = torch.zeros(*lead, p, dtype=torch.bool)
+            item["person_mask"] = torch.zeros(*lead, p, t, dtype=torch.bool)
         item["label"] = SKIPPED_LABEL
         return item
 

@@ -293,10 +293,11 @@ def localisation_hits(points: torch.Tensor, track: torch.Tensor, radii: float = 
     """Which 3DTS points lie near the deciding object: ``points`` B x ... x 3 ((t, y, x) clip
     fractions, e.g. one block's ``sampling_locations``), ``track`` B x T x 3 (x, y, radius per frame)
     -> bool B x ..., True where a point is within ``radii`` object radii of the object in the frame
-    its time falls in."""
+    its time falls in. A NaN point (a masked joint anchor) is never a hit; count the finite points
+    for the fraction."""
     b, t = track.shape[:2]
     flat = points.reshape(b, -1, 3).float()
-    frame = (flat[..., 0] * t).floor().clamp(0, t - 1).long()  # B x P
+    frame = (flat[..., 0].nan_to_num(0.0) * t).floor().clamp(0, t - 1).long()  # B x P
     obj = track.float().gather(1, frame[..., None].expand(-1, -1, 3))  # B x P x 3
     dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1])
     return (dist <= radii * obj[..., 2]).reshape(points.shape[:-1])

@@ -68,8 +68,9 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
             from deformact.data.synthetic_objects import localisation_hits
 
             logits, maps = logits
-            near = localisation_hits(maps["sampling_locations"][:, -1].cpu(), batch["object_track"].flatten(0, -3))
-            hits = [hits[0] + int(near.sum()), hits[1] + near.numel()]
+            points = maps["sampling_locations"][:, -1].cpu()
+            near = localisation_hits(points, batch["object_track"].flatten(0, -3))
+            hits = [hits[0] + int(near.sum()), hits[1] + int(points.isfinite().all(-1).sum())]  # NaN: masked
         logits = logits.float()
         logits = logits.view(b, -1, logits.shape[-1])
         scores = logits.softmax(-1).mean(1) if average == "prob" else logits.mean(1)

@@ -19,6 +19,7 @@ from deformact.errors import ConfigError
 MODALITIES = ("rgb+pose", "rgb", "pose")
 RGB_ATTENTIONS = ("deformable", "grid", "full", "divided")
 OFFSET_CONDITIONS = ("none", "cm")
+SEARCH_ANCHORS = ("none", "joints")
 BACKBONES = ("stem", "x3d_tiny", "x3d_s", "x3d_m")
 
 
@@ -67,6 +68,9 @@ class ModelConfig:
     # what the 3DTS offset network sees besides the RGB queries (docs/DESIGN.md, "offset
     # conditioning"): "none" or "cm" (the CM tokens, which carry the pose, and each cell's position)
     offset_condition: str = "none"
+    # where 3DTS starts besides the reference grid (docs/DESIGN.md, "joint anchors"): "none" (the
+    # paper) or "joints" (also a point at every seen joint; needs both streams, deformable or grid)
+    search_anchors: str = "none"
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -130,6 +134,7 @@ class ModelConfig:
         need(self.joint_stride <= self.num_joints, "joint_stride must be <= num_joints")
         need(len(self.ref_downsample) == 3, "ref_downsample must have 3 entries (t, h, w)")
         need(self.offset_condition in OFFSET_CONDITIONS, f"offset_condition must be one of {OFFSET_CONDITIONS}")
+        need(self.search_anchors in SEARCH_ANCHORS, f"search_anchors must be one of {SEARCH_ANCHORS}")
         need(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.layout is not None:
             from deformact.data.skeletons import SKELETONS

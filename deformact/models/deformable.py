@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from deformact.models.anchors import AnchorSearch
 from deformact.models.layers import Attention
 
 
@@ -227,30 +228,38 @@ class TrilinearRead(nn.Module):
 class DeformableAttention3D(nn.Module):
     """Attention of [Z; CM] queries over [Z~; CM] keys, Z~ found by :class:`TokenSearch3D`.
 
-    ``mode="full"`` makes every RGB token a key (the paper's Fig. 1 baseline).
+    ``mode="full"`` makes every RGB token a key (the paper's Fig. 1 baseline). With
+    ``anchors="joints"`` (deformable and grid modes) the search also reads at the people's joints
+    (:mod:`deformact.models.anchors`).
     """
 
     def __init__(self, dim: int, heads: int, mode: str = "deformable", groups: int = 2,
                  downsample: tuple[int, int, int] = (2, 2, 2), max_frames: int = 4,
                  offset_range: float = 2.0, kernel: int = 3, attn_drop: float = 0.0, *,
-                 offset_condition: str = "none") -> None:
+                 offset_condition: str = "none", anchors: str = "none") -> None:
         super().__init__()
         self.mode, self.groups = mode, groups
         self.search = None if mode == "full" else TokenSearch3D(
             dim, groups, downsample, max_frames, offset_range, kernel, deformable=mode == "deformable",
             condition=offset_condition)
+        self.anchor = None
+        if anchors == "joints" and self.search is not None:
+            self.anchor = AnchorSearch(dim, groups, offset_range, deformable=mode == "deformable")
         self.pos = nn.Linear(3, dim // groups)  # per-group position signal of the key locations
         self.attn = Attention(dim, heads, attn_drop)
         self.read = TrilinearRead()
 
-    def forward(self, z: Tensor, cm: Tensor, volume: tuple[int, int, int], return_maps: bool = False
-                ) -> tuple[Tensor, Tensor, dict]:
-        """z: B x N x D RGB tokens (N = T'H'W'), cm: B x K x D modal tokens.
+    def forward(self, z: Tensor, cm: Tensor, volume: tuple[int, int, int], return_maps: bool = False,
+                anchors: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, dict]:
+        """z: B x N x D RGB tokens (N = T'H'W'), cm: B x K x D modal tokens, anchors: (points
+        B x Q x 3 clip fractions, valid B x Q, pose tokens B x Q x D) of
+        :func:`deformact.models.anchors.joint_anchors` (used with ``anchors="joints"``).
 
         ``maps["sampling_locations"]``: B x G x P x 3, (t, y, x) as fractions of the clip's extent
-        (:func:`to_clip_fraction`)."""
+        (:func:`to_clip_fraction`); the grid's points first, then the anchors' (NaN where masked)."""
         b, n, d = z.shape
         maps: dict = {}
+        key_mask = extra = None
         if self.search is None:
             keys = z
             points = cached_grid(volume, volume, z.device, torch.float32)[0].expand(b * self.groups, -1, -1)
@@ -258,14 +267,25 @@ class DeformableAttention3D(nn.Module):
             zv = rearrange(z, "b (t h w) d -> b d t h w", t=volume[0], h=volume[1])
             points = self.search(zv, cm)  # (b g) x P x 3
             values = self.search.value_volume(volume)
+            if self.anchor is not None and anchors is not None:
+                where, valid, tokens = anchors
+                cell = cached_grid(self.search.grid_size(volume), values, z.device, points.dtype)[1]
+                points = torch.cat([points, self.anchor.points(where, tokens, cell, values)], 1)
+                grid_keys = points.shape[1] - valid.shape[1]
+                key_mask = torch.cat([valid.new_ones(b, grid_keys), valid, valid.new_ones(b, cm.shape[1])], 1)
+                extra = torch.cat([z.new_zeros(b, grid_keys, d), self.anchor.key(tokens)], 1)
             # the value volume: time-pooled on the token sequence (contiguous), then one read for all groups
             zt = pool_cells(z.unflatten(1, (volume[0], -1)), values[:1]).unflatten(2, values[1:])
             zg = rearrange(zt, "b t h w (g c) -> (b g) c t h w", g=self.groups)
             keys = rearrange(self.read(zg, points), "(b g) c p -> b p (g c)", g=self.groups)
             if return_maps:
-                maps["sampling_locations"] = rearrange(to_clip_fraction(points, values), "(b g) p c -> b g p c",
-                                                       g=self.groups)
+                where = rearrange(to_clip_fraction(points, values), "(b g) p c -> b g p c", g=self.groups)
+                if key_mask is not None:
+                    where = where.masked_fill(~key_mask[:, None, :where.shape[2], None], float("nan"))
+                maps["sampling_locations"] = where
         keys = keys + rearrange(self.pos(points.to(keys.dtype)), "(b g) p c -> b p (g c)", g=self.groups)
+        if extra is not None:
+            keys = keys + extra
         x = torch.cat([z, cm], 1)
-        out, _ = self.attn(x, torch.cat([keys, cm], 1))
+        out, _ = self.attn(x, torch.cat([keys, cm], 1), key_mask=key_mask)
         return out[:, :n], out[:, n:], maps

@@ -69,7 +69,7 @@ def example_inputs(cfg: ModelConfig, batch: int = 1, device: str | torch.device 
         out["rgb"] = torch.randn(batch, 3, cfg.frames, cfg.image_size, cfg.image_size, generator=g)
     if cfg.use_pose:
         out["pose"] = torch.rand(batch, cfg.num_persons, cfg.frames, cfg.num_joints, cfg.pose_channels, generator=g)
-        out["person_mask"] = torch.ones(batch, cfg.num_persons, dtype=torch.bool)
+        out["person_mask"] = torch.ones(batch, cfg.num_persons, cfg.frames, dtype=torch.bool)  # per frame
     return {k: v.to(device) for k, v in out.items()}
 
 

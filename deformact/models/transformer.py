@@ -6,6 +6,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from deformact.models.anchors import joint_anchors
 from deformact.models.backbone import PositionEmbedding3D
 from deformact.models.backbones import build_backbone
 from deformact.models.config import ModelConfig
@@ -70,7 +71,8 @@ class DeformableTransformerBlock(nn.Module):
         elif cfg.use_rgb:
             self.rgb = SubLayer(d, DeformableAttention3D(
                 d, h, cfg.rgb_attention, cfg.offset_groups, cfg.ref_downsample, cfg.ref_max_frames,
-                cfg.offset_range, cfg.offset_kernel, cfg.attn_drop, offset_condition=cfg.offset_condition),
+                cfg.offset_range, cfg.offset_kernel, cfg.attn_drop, offset_condition=cfg.offset_condition,
+                anchors=cfg.search_anchors if cfg.use_pose else "none"),
                 cfg.mlp_ratio, drop_path)
         if cfg.use_pose:
             self.joint = SubLayer(d, JointStrideAttention(
@@ -82,11 +84,12 @@ class DeformableTransformerBlock(nn.Module):
                 cfg.mlp_ratio, drop_path)
 
     def forward(self, z: Tensor | None, p: Tensor | None, cm: Tensor, tokens: CrossModalTokens,
-                volume: tuple[int, int, int], token_valid: Tensor | None, return_maps: bool
-                ) -> tuple[Tensor | None, Tensor | None, Tensor, dict]:
+                volume: tuple[int, int, int], token_valid: Tensor | None, return_maps: bool,
+                anchors: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor | None, Tensor | None, Tensor, dict]:
         maps: dict = {}
         if self.rgb is not None:
-            z, cm, m = self.rgb(z, cm, tokens.select("rgb"), volume=volume, return_maps=return_maps)
+            extra = {} if anchors is None or p is None else {"anchors": (*anchors, p.flatten(1, 2))}
+            z, cm, m = self.rgb(z, cm, tokens.select("rgb"), volume=volume, return_maps=return_maps, **extra)
             maps.update(m)
         if self.joint is not None:
             sel = tokens.select("pose")
@@ -133,12 +136,12 @@ class DeformableTransformer(nn.Module):
         zeroed at the input and masked in joint and temporal attention and in every pooling, so
         nothing in them can change the output."""
         cfg = self.config
-        z, p, token_valid = self._embed_rgb(rgb), *self._embed_pose(pose, person_mask)
+        z, (p, token_valid, anchors) = self._embed_rgb(rgb), self._embed_pose(pose, person_mask)
         batch = (z if z is not None else p).shape[0]
         cm = self.tokens(batch)
         per_block: list[dict] = []
         for blk in self.blocks:
-            z, p, cm, maps = blk(z, p, cm, self.tokens, self.volume, token_valid, return_maps)
+            z, p, cm, maps = blk(z, p, cm, self.tokens, self.volume, token_valid, return_maps, anchors)
             per_block.append(maps)
         logits = self.head(self.norm(cm.flatten(1)))
         if not return_maps:
@@ -164,10 +167,12 @@ class DeformableTransformer(nn.Module):
         z = self.backbone(rgb)
         return rearrange(z, "b d t h w -> b (t h w) d") + self.pos_embed()
 
-    def _embed_pose(self, pose: Tensor | None, person_mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    def _embed_pose(self, pose: Tensor | None, person_mask: Tensor | None
+                    ) -> tuple[Tensor | None, Tensor | None, tuple[Tensor, Tensor] | None]:
+        """-> pose tokens, their validity, and the 3DTS joint anchors (with ``search_anchors``)."""
         cfg = self.config
         if not cfg.use_pose:
-            return None, None
+            return None, None, None
         expected = (cfg.num_persons, cfg.frames, cfg.num_joints, cfg.pose_channels)
         if pose is None or tuple(pose.shape[1:]) != expected:
             got = None if pose is None else tuple(pose.shape)
@@ -186,11 +191,17 @@ class DeformableTransformer(nn.Module):
         # a token (a temporal patch of one joint) is valid when its person is detected in any of its frames
         valid = frame_mask.reshape(b, m, cfg.token_frames, cfg.temporal_patch).any(-1)  # B x M x T'
         token_valid = valid.transpose(1, 2)[..., None].expand(b, cfg.token_frames, m, cfg.num_joints)
-        return self.pose_embed(pose), token_valid.reshape(b, cfg.token_frames, m * cfg.num_joints)
+        anchors = None
+        if cfg.use_rgb and cfg.search_anchors == "joints":
+            anchors = joint_anchors(pose, frame_mask, cfg.temporal_patch)
+        return self.pose_embed(pose), token_valid.reshape(b, cfg.token_frames, m * cfg.num_joints), anchors
 
 
 def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
+    if isinstance(m, nn.Linear) and getattr(m, "zero_init", False):  # offsets that start at zero
+        nn.init.zeros_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)

@@ -48,9 +48,10 @@ def explain_item(model: torch.nn.Module, dataset: Any, index: int, path: str | P
     track = item["object_track"].numpy()
     plot_sampling_points(ring(frames, track), locations.numpy(), list(range(frames.shape[0])), path)
     near = localisation_hits(locations[-1][None], item["object_track"][None])
+    counted = locations[-1].isfinite().all(-1).sum().clamp(min=1)  # masked anchors are NaN
     names = dataset.class_names
     return {"path": str(path), "label": names[item["label"]], "predicted": names[int(logits.argmax())],
-            "localisation": float(near.float().mean())}
+            "localisation": float(near.sum() / counted)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,7 +159,7 @@ def plot_sampling_points(frames: np.ndarray, locations: np.ndarray, frame_ids: S
     """3DTS points (L x G x P x 3, (t, y, x) as clip fractions) on the T model-input frames.
 
     A point is drawn on the frame whose time span holds its t (:func:`points_to_pixels`); points
-    outside the clip's extent are hollow.
+    outside the clip's extent are hollow; NaN points (masked joint anchors) are not drawn.
     """
     t_len, h, w = frames.shape[:3]
     cols = min(t_len, 8)
@@ -177,6 +177,7 @@ def plot_sampling_points(frames: np.ndarray, locations: np.ndarray, frame_ids: S
     for b in range(n_blocks):
         for g in range(n_groups):
             pts = locations[b, g]
+            pts = pts[np.isfinite(pts).all(-1)]
             t_idx, px, py = points_to_pixels(pts, t_len, h, w)
             inside = ((pts >= 0) & (pts <= 1)).all(-1)
             for i in np.unique(t_idx):

@@ -18,7 +18,7 @@ each read and write named keys of one ``results`` dict.
 * :class:`DecodeRGB` -> ``imgs`` (N*T x h x w x 3 uint8), ``img_pbox``, snapped ``crop_box``;
   :class:`CropRGB` -> ``imgs`` (N*T x S x S x 3)
 * :class:`CropPose` -> ``keypoint`` relative to the crop;  :class:`FlipPose`;  :class:`PoseAugment`
-* :class:`PackRGB` -> ``rgb`` (mirrored when ``flip``);  :class:`PackPose` -> ``pose``, ``person_mask``
+* :class:`PackRGB` -> ``rgb`` (mirrored when ``flip``);  :class:`PackPose` -> ``pose``, ``person_mask`` (per frame)
 * :class:`Collect` -> the item: ``{"rgb", "pose", "person_mask", "label"}`` (those present)
 
 The random draws come from ``results["rng"]`` in the order of the transforms (frames, flip, crop,

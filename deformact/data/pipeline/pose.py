@@ -130,8 +130,10 @@ class PoseAugment(Transform):
 
 class PackPose(Transform):
     """The pose tensor ``num_persons`` x T x V x (x, y, score) (missing joints and absent people
-    all zero) and the person mask (a person is present when any joint of the clip is seen);
-    with ``num_clips`` N > 1 both get a leading N.
+    all zero) and the per-frame person mask ``num_persons`` x T: a person counts in a frame when
+    any of its joints is seen there, so frames where the estimator lost a present person are
+    masked in the model's attention and pooling (docs/DESIGN.md, "person mask"); with
+    ``num_clips`` N > 1 both get a leading N.
 
     Reads: keypoint, keypoint_score, clip_len, num_clips. Writes: pose, person_mask.
     """
@@ -153,12 +155,11 @@ class PackPose(Transform):
         out[:m, ..., :2] = np.where(vis[..., None], kp, 0.0)
         out[:m, ..., 2] = score
         pose = torch.from_numpy(out)
-        present = torch.from_numpy(vis.reshape(m, n_clip, t * v).any(-1))  # m x N
-        mask = torch.zeros(p, n_clip, dtype=torch.bool)
-        mask[:m] = present
+        mask = torch.zeros(p, n_clip, t, dtype=torch.bool)
+        mask[:m] = torch.from_numpy(vis.any(-1)).view(m, n_clip, t)  # seen in the frame
         if n_clip > 1:
             results["pose"] = pose.view(p, n_clip, t, v, 3).transpose(0, 1).contiguous()
-            results["person_mask"] = mask.T.contiguous()
+            results["person_mask"] = mask.transpose(0, 1).contiguous()
         else:
             results["pose"], results["person_mask"] = pose, mask[:, 0]
         return results
