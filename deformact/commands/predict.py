@@ -46,8 +46,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise InferenceError("--timeline needs --window")
     if args.stride is not None and not args.window:
         raise InferenceError("--stride needs --window")
-    if args.window is not None and (args.window < 1 or (args.stride is not None and args.stride < 1)):
-        raise InferenceError("--window and --stride must be >= 1 frame")
+    if args.window is not None:
+        from deformact.tools.windows import check_window
+
+        check_window(args.window, args.stride if args.stride is not None else 1)
     inputs = [args.video, args.ckpt, args.poses, args.labels]
     outs = [(o, w) for o, w in ((args.out, "annotated video"), (args.timeline, "timeline")) if o]
     for out, what in outs:

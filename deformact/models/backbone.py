@@ -8,8 +8,6 @@ kernels at the same receptive field.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
@@ -52,13 +50,6 @@ class RGBBackbone(nn.Module):
         # channels-last 3D lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels
         x = rgb.contiguous(memory_format=torch.channels_last_3d)
         return self.proj(self.stage2(self.stage1(self.stem(x)))).contiguous()
-
-    def load_local_weights(self, path: str | Path) -> None:
-        """Load a user-supplied local state dict (weights only, strict keys;
-        :func:`deformact.models.backbones.load_backbone_weights`)."""
-        from deformact.models.backbones import load_backbone_weights
-
-        load_backbone_weights(self, path)
 
 
 class PositionEmbedding3D(nn.Module):

@@ -97,9 +97,6 @@ class X3DBackbone(nn.Module):
         x = rgb.contiguous(memory_format=torch.channels_last_3d)
         return self.proj(self.blocks(self.stem(x))).contiguous()
 
-    def load_local_weights(self, path: str | Path) -> None:
-        load_backbone_weights(self, path)
-
 
 def build_backbone(cfg: Any) -> nn.Module:
     """The backbone a :class:`~deformact.models.config.ModelConfig` names (``cfg.backbone``), with

@@ -126,10 +126,9 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
     source that cannot be opened or dies raises :class:`VideoError` after the windows emitted."""
     from deformact.pose.tracking import OnlineTracker
     from deformact.tools.inference import adapt_layout
-    from deformact.tools.windows import MemoryFrames, WindowPredictor, persons_found, top_k
+    from deformact.tools.windows import MemoryFrames, WindowPredictor, check_window, persons_found, top_k
 
-    if window < 1 or stride < 1:
-        raise VideoError(f"--window and --stride must be >= 1 frame, got {window} and {stride}")
+    check_window(window, stride)
     predictor = WindowPredictor(model=model, batch_size=1)
     use_rgb, names = bool(model.config.use_rgb), list(model.class_names)
     m = int(max_persons or model.config.num_persons)
@@ -144,8 +143,8 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
         ann = {"keypoint": np.stack([k for k, _ in kps], 1), "keypoint_score": np.stack([c for _, c in kps], 1),
                "img_shape": tuple(shape[:2]), "total_frames": len(kps), "frame_dir": "stream", "layout": layout}
         ann = adapt_layout(ann, model)
-        rgb = _Shifted(MemoryFrames(frames=frames), begin) if use_rgb else None
-        top = top_k(predictor.predict(ann, [(0, len(kps))], rgb)[0], names)
+        rgb = MemoryFrames(frames=frames) if use_rgb else None
+        top = top_k(predictor.predict(ann, [(0, len(kps))], rgb, frame_offset=begin)[0], names)
         latency = (time.perf_counter() - read_at) * 1000
         stats.windows += 1
         stats.latencies.append(latency)
@@ -191,16 +190,6 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
         stats.elapsed = time.perf_counter() - start if "start" in locals() else 0.0
         container.close()
     return stats
-
-
-class _Shifted:
-    """A frame source seen from a window's first frame (window-relative indices)."""
-
-    def __init__(self, source: Any, offset: int) -> None:
-        self.source, self.offset = source, offset
-
-    def read(self, indices: np.ndarray, size_fn: Callable) -> tuple[np.ndarray, tuple[int, int]]:
-        return self.source.read(np.asarray(indices) + self.offset, size_fn)
 
 
 def replay_annotation(path: str | Path, source: str) -> dict[str, Any]:

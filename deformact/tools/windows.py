@@ -24,11 +24,16 @@ from deformact.errors import InferenceError
 SizeFn = Callable[[int, int], tuple[int, int]]
 
 
+def check_window(window: int, stride: int) -> None:
+    """The one check of ``--window`` / ``--stride`` (predict and stream)."""
+    if window < 1 or stride < 1:
+        raise InferenceError(f"--window and --stride must be >= 1 frame, got {window} and {stride}")
+
+
 def window_spans(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
     """(start, end) frame spans, end exclusive: starts 0, stride, 2 stride... and a last window
     ending at ``num_frames``; a video shorter than ``window`` is one window."""
-    if window < 1 or stride < 1:
-        raise InferenceError(f"--window and --stride must be >= 1 frame, got {window} and {stride}")
+    check_window(window, stride)
     if num_frames < 1:
         raise InferenceError("the video has no frames to cut into windows")
     if num_frames <= window:
@@ -127,25 +132,26 @@ class WindowPredictor:
         self.pipeline = pipe
         self.device = next(model.parameters()).device
 
-    def window_inputs(self, ann: Mapping[str, Any], span: tuple[int, int], source: FrameSource | None = None
-                      ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        """(model inputs of one window without a batch axis, its T absolute frame indices)."""
+    def window_inputs(self, ann: Mapping[str, Any], span: tuple[int, int], source: FrameSource | None = None,
+                      frame_offset: int = 0) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """(model inputs of one window without a batch axis, its T absolute frame indices). The
+        source's frame of annotation frame i is i + ``frame_offset`` (a stream's rolling buffer)."""
         s, e = span
         sub = {k: v for k, v in ann.items() if k not in ("keypoint", "keypoint_score", "rank")}
         sub.update(keypoint=np.asarray(ann["keypoint"])[:, s:e],
                    keypoint_score=np.asarray(ann["keypoint_score"])[:, s:e],
-                   total_frames=e - s, label=0, window_start=s, frame_source=source)
+                   total_frames=e - s, label=0, window_start=s + frame_offset, frame_source=source)
         item, state = self.pipeline.run(sub)
         inputs = {k: torch.as_tensor(item[k]) for k in ("rgb", "pose", "person_mask") if k in item}
         return inputs, np.asarray(state["frame_inds"]) + s
 
     @torch.no_grad()
-    def predict(self, ann: Mapping[str, Any], spans: Sequence[tuple[int, int]], source: FrameSource | None = None
-                ) -> np.ndarray:
+    def predict(self, ann: Mapping[str, Any], spans: Sequence[tuple[int, int]], source: FrameSource | None = None,
+                frame_offset: int = 0) -> np.ndarray:
         """len(spans) x C softmax probabilities, windows batched ``batch_size`` at a time."""
         out = []
         for b in range(0, len(spans), self.batch_size):
-            items = [self.window_inputs(ann, span, source)[0] for span in spans[b:b + self.batch_size]]
+            items = [self.window_inputs(ann, span, source, frame_offset)[0] for span in spans[b:b + self.batch_size]]
             batch = {k: torch.stack([it[k] for it in items]).to(self.device) for k in items[0]}
             out.append(self.model(**batch).float().softmax(-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.model.class_names)), np.float32)
