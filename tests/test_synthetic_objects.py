@@ -136,3 +136,15 @@ def test_evaluate_reports_localisation():
     assert last.isnan().any()  # the absent second person's anchors
     near = so.localisation_hits(last, batch["object_track"])
     assert got == pytest.approx(float(near.sum() / last.isfinite().all(-1).sum()))
+
+
+def test_object_probe_reads_the_token_under_the_object():
+    from deformact.tools.objects_probe import read_at_object, run_probe
+
+    volume = torch.zeros(1, 2, 4, 7, 7)  # B C T' H' W'
+    volume[0, 0, :, 5, 1] = 1.0  # token row 5, column 1 in every token frame
+    volume[0, 1, 2, 5, 1] = 4.0  # and channel 1 only in token frame 2
+    track = torch.tensor([(1.5 / 7, 5.5 / 7, 0.05)]).expand(8, 3)[None]  # centre of that token, T = 8
+    torch.testing.assert_close(read_at_object(volume, track), torch.tensor([[1.0, 1.0]]))
+    out = run_probe(read="object", epochs=1, num_train=16, num_test=8, frames=4, image_size=32, dim=8)
+    assert [e["epoch"] for e in out["epochs"]] == [1] and 0 <= out["epochs"][0]["object_top1"] <= 1
