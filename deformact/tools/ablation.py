@@ -52,6 +52,9 @@ ROWS: tuple[Row, ...] = (
     # the 3DTS offsets conditioned on the CM tokens (docs/DESIGN.md, "offset conditioning")
     Row("offset_cm", "offset_condition=cm (3DTS offsets see the CM tokens and the cell positions)",
         ("model.offset_condition=cm",)),
+    # 3DTS with or without reference points at the joints (docs/DESIGN.md, "joint anchors")
+    Row("anchors", "search_anchors=joints (3DTS also starts at every seen joint)", ("model.search_anchors=joints",)),
+    Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)", ("model.search_anchors=none",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
