@@ -109,3 +109,17 @@ def test_anchors_need_a_known_value_and_are_inert_without_pose_or_points():
         x = example_inputs(plain.config, 2)
         with torch.no_grad():
             torch.testing.assert_close(anchored(**x), plain(**x), rtol=0, atol=0)
+
+
+def test_sampling_weights_are_the_cm_attention_and_skip_masked_anchors():
+    model = _anchored()
+    x = example_inputs(model.config, 2)
+    x["person_mask"][1, 1] = False
+    with torch.no_grad():
+        _, maps = model(**x, return_maps=True)
+    w, loc = maps["sampling_weights"], maps["sampling_locations"]  # B x L x P, B x L x G x P x 3
+    assert w.shape == loc.shape[:2] + loc.shape[3:4]
+    masked = loc[:, :, 0].isnan().any(-1)
+    assert masked.any() and (w[masked] == 0).all() and (w >= 0).all()
+    total = w.sum(-1)  # the rest goes to the CM tokens themselves
+    assert ((total > 0.5) & (total <= 1 + 1e-6)).all()

@@ -128,7 +128,8 @@ def test_evaluate_reports_localisation():
     # by hand from its maps
     torch.manual_seed(0)
     anchored = deformact.build_model("demo", search_anchors="joints", **kw).eval()
-    got = evaluate(anchored, ds, batch_size=6)["localisation"]
+    result = evaluate(anchored, ds, batch_size=6)
+    got = result["localisation"]
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=6)))
     with torch.no_grad():
         _, maps = anchored(rgb=batch["rgb"], pose=batch["pose"], person_mask=batch["person_mask"], return_maps=True)
@@ -136,6 +137,9 @@ def test_evaluate_reports_localisation():
     assert last.isnan().any()  # the absent second person's anchors
     near = so.localisation_hits(last, batch["object_track"])
     assert got == pytest.approx(float(near.sum() / last.isfinite().all(-1).sum()))
+    # attended: the CM attention of each sampled key, times the share of its G points on the object
+    used = (maps["sampling_weights"][:, -1] * near.float().mean(1)).sum(-1).mean()
+    assert result["attended_localisation"] == pytest.approx(float(used), abs=1e-6)
 
 
 def test_object_probe_reads_the_token_under_the_object():
@@ -148,3 +152,16 @@ def test_object_probe_reads_the_token_under_the_object():
     torch.testing.assert_close(read_at_object(volume, track), torch.tensor([[1.0, 1.0]]))
     out = run_probe(read="object", epochs=1, num_train=16, num_test=8, frames=4, image_size=32, dim=8)
     assert [e["epoch"] for e in out["epochs"]] == [1] and 0 <= out["epochs"][0]["object_top1"] <= 1
+
+
+def test_explain_item_draws_the_points_and_scores_one_clip(tmp_path):
+    from deformact.tools.explain_objects import explain_item
+
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=2, frames=8, image_size=64)
+    torch.manual_seed(0)
+    model = deformact.build_model("demo", num_classes=12, frames=8, image_size=64, dim=32, heads=2,
+                                  search_anchors="joints")
+    out = explain_item(model, ds, 1, tmp_path / "points.png")
+    assert (tmp_path / "points.png").stat().st_size > 10_000
+    assert out["label"] == ds.class_names[ds[1]["label"]] and out["predicted"] in ds.class_names
+    assert 0 <= out["attended_localisation"] <= 1 and 0 <= out["localisation"] <= 1

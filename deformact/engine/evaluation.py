@@ -50,7 +50,7 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
     cfg = getattr(model, "config", None)
     locate = (callable(getattr(dataset, "object_tracks", None)) and cfg is not None and cfg.use_rgb
               and cfg.rgb_attention in ("deformable", "grid"))
-    hits = [0, 0]
+    hits = [0, 0, 0.0, 0]  # points near the object, points read, attention on them, samples
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=not (show_progress() and ctx.is_main))
     for batch in bar:
@@ -70,7 +70,10 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
             logits, maps = logits
             points = maps["sampling_locations"][:, -1].cpu()
             near = localisation_hits(points, batch["object_track"].flatten(0, -3))
-            hits = [hits[0] + int(near.sum()), hits[1] + int(points.isfinite().all(-1).sum())]  # NaN: masked
+            # the CM attention each key gets, shared by its G points (one per offset group)
+            used = (maps["sampling_weights"][:, -1].cpu() * near.float().mean(1)).sum()
+            hits = [hits[0] + int(near.sum()), hits[1] + int(points.isfinite().all(-1).sum()),  # NaN: masked
+                    hits[2] + float(used), hits[3] + near.shape[0]]
         logits = logits.float()
         logits = logits.view(b, -1, logits.shape[-1])
         scores = logits.softmax(-1).mean(1) if average == "prob" else logits.mean(1)
@@ -84,6 +87,7 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
     if locate:
         gathered = dist.all_gather_objects(ctx, hits)
         out["localisation"] = sum(h[0] for h in gathered) / max(sum(h[1] for h in gathered), 1)
+        out["attended_localisation"] = sum(h[2] for h in gathered) / max(sum(h[3] for h in gathered), 1)
     out.update(num_clips=num_clips, scores=merged["scores"], labels=merged["label"], index=merged["index"])
     out["skipped_samples"] = (sum(dist.all_gather_objects(ctx, skipped))
                               + int(getattr(dataset, "num_left_out", 0) or 0))
@@ -112,7 +116,7 @@ def write_test_outputs(m: dict, out: Path, class_names: list[str], ctx: dist.Dis
     ``scores.npz`` (rank 0); returns the metrics dict."""
     metrics = {**{k: m[k] for k in PUBLIC_METRICS}, "num_samples": m["num_samples"],
                "num_clips": m["num_clips"], "skipped_samples": int(m.get("skipped_samples", 0)),
-               **({"localisation": m["localisation"]} if "localisation" in m else {}),
+               **{k: m[k] for k in ("localisation", "attended_localisation") if k in m},
                **(extra or {})}
     if ctx.is_main:
         from deformact.engine.outputs import make_out_dir

@@ -256,7 +256,9 @@ class DeformableAttention3D(nn.Module):
         :func:`deformact.models.anchors.joint_anchors` (used with ``anchors="joints"``).
 
         ``maps["sampling_locations"]``: B x G x P x 3, (t, y, x) as fractions of the clip's extent
-        (:func:`to_clip_fraction`); the grid's points first, then the anchors' (NaN where masked)."""
+        (:func:`to_clip_fraction`); the grid's points first, then the anchors' (NaN where masked).
+        ``maps["sampling_weights"]``: B x P, the attention the CM queries give each sampled key
+        (mean over heads and CM tokens; keys of masked anchors 0): which of the points are used."""
         b, n, d = z.shape
         maps: dict = {}
         key_mask = extra = None
@@ -287,5 +289,9 @@ class DeformableAttention3D(nn.Module):
         if extra is not None:
             keys = keys + extra
         x = torch.cat([z, cm], 1)
-        out, _ = self.attn(x, torch.cat([keys, cm], 1), key_mask=key_mask)
+        explain = return_maps and "sampling_locations" in maps
+        out, weights = self.attn(x, torch.cat([keys, cm], 1), key_mask=key_mask,
+                                 weights_for=slice(n, n + cm.shape[1]) if explain else None)
+        if explain:
+            maps["sampling_weights"] = weights[:, :, : keys.shape[1]].mean(1)
         return out[:, :n], out[:, n:], maps

@@ -154,6 +154,7 @@ class DeformableTransformer(nn.Module):
             out["temporal_reachable"] = torch.stack([m["temporal_reachable"] for m in per_block]).any(0)
         if cfg.use_rgb and cfg.rgb_attention in ("deformable", "grid"):  # (t, y, x) clip fractions, B x L x G x P x 3
             out["sampling_locations"] = torch.stack([m["sampling_locations"] for m in per_block], 1)
+            out["sampling_weights"] = torch.stack([m["sampling_weights"] for m in per_block], 1)  # B x L x P
         return logits, out
 
     def _embed_rgb(self, rgb: Tensor | None) -> Tensor | None:

@@ -54,10 +54,13 @@ ROWS: tuple[Row, ...] = (
         ("model.offset_condition=cm",)),
     # 3DTS with or without reference points at the joints (docs/DESIGN.md, "joint anchors")
     Row("anchors", "search_anchors=joints (3DTS also starts at every seen joint)", ("model.search_anchors=joints",)),
-    Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)", ("model.search_anchors=none",)),
+    Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)",
+        ("model.search_anchors=none",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
+# sets with a deciding object: the share of 3DTS points on it, and of the CM attention on them
+LOCALISATION = ("localisation", "attended_localisation")
 
 
 def select_rows(names: Sequence[str] | None) -> list[Row]:
@@ -166,13 +169,14 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
             echo(f"[ablate] {row.name} seed {seed}: {' '.join(row.overrides) or '(base config)'}")
             m = train_row(cfg, out / "runs" / row.name / f"seed{seed}",
                           echo=lambda msg, tag=f"{row.name}/{seed}": echo(f"  [{tag}] {msg}"))
-            per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes", "localisation")
+            per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes", *LOCALISATION)
                                               if m.get(k) is not None}})
         results.append({"name": row.name, "label": row.label, "overrides": list(row.overrides),
                         "seeds": per_seed,
                         **{k: dict(zip(("mean", "std"), mean_std([s[k] for s in per_seed]))) for k in METRICS}})
-        if all("localisation" in s for s in per_seed):  # sets with a deciding object (synthetic objects)
-            results[-1]["localisation"] = dict(zip(("mean", "std"), mean_std([s["localisation"] for s in per_seed])))
+        for key in LOCALISATION:  # sets with a deciding object (synthetic objects)
+            if all(key in s for s in per_seed):
+                results[-1][key] = dict(zip(("mean", "std"), mean_std([s[key] for s in per_seed])))
     # costs last, one row after another, so that every row is timed under similar machine load
     for res, row in zip(results, chosen):
         echo(f"[ablate] cost of {row.name}")
@@ -200,19 +204,21 @@ def format_table(summary: Mapping[str, Any]) -> str:
         f"Mean ± std over {len(seeds)} seed(s) {seeds}; accuracies in % on the test split. "
         "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
         f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}."
-        + (" Localisation: % of the last block's 3DTS points within 1.5 radii of the deciding object."
+        + (" Localisation: % of the last block's 3DTS points within 1.5 radii of the deciding object;"
+           " attended: % of the CM tokens' attention to the sampled keys that goes to those points."
            if loc else ""),
         "",
         "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |"
-        + (" localisation |" if loc else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if loc else ""),
+        + (" localisation | attended |" if loc else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if loc else ""),
     ]
     for r in rows:
         delta = "" if ref is None or r is ref else f"{100 * (r['top1']['mean'] - ref['top1']['mean']):+.1f}"
         cost = (f"{r['params']:,} | {r['gflops']:.3f} | {r['step_ms']:.0f}" if "params" in r
                 else " | | ")
         lines.append(f"| {r['name']} | {r['label']} | {_pm(r['top1'])} | {delta} | {_pm(r['mean_class_acc'])} "
-                     f"| {cost} |" + (f" {_pm(r['localisation'])} |" if "localisation" in r else (" |" if loc else "")))
+                     f"| {cost} |" + ("".join(f" {_pm(r[k])} |" if k in r else " |" for k in LOCALISATION)
+                                      if loc else ""))
     lines += ["", "Per seed, top-1 % (minutes to train and test):"]
     for r in rows:
         per = ", ".join(f"{100 * s['top1']:.1f} ({s['train_minutes']:.1f})" if "train_minutes" in s

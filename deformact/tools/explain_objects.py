@@ -34,7 +34,7 @@ def ring(frames: np.ndarray, track: np.ndarray, radii: float = 1.5) -> np.ndarra
 
 def explain_item(model: torch.nn.Module, dataset: Any, index: int, path: str | Path) -> dict[str, Any]:
     """Draw item ``index`` of a synthetic objects ``dataset`` with ``model``'s 3DTS points into
-    ``path``; returns the prediction, the label and the last block's localisation of this item."""
+    ``path``; returns the prediction, the label and the last block's localisation (plain and attended) of this item."""
     from deformact.data.synthetic_objects import localisation_hits
     from deformact.viz.explain import denormalize, plot_sampling_points
 
@@ -51,7 +51,8 @@ def explain_item(model: torch.nn.Module, dataset: Any, index: int, path: str | P
     counted = locations[-1].isfinite().all(-1).sum().clamp(min=1)  # masked anchors are NaN
     names = dataset.class_names
     return {"path": str(path), "label": names[item["label"]], "predicted": names[int(logits.argmax())],
-            "localisation": float(near.sum() / counted)}
+            "localisation": float(near.sum() / counted),
+            "attended_localisation": float((maps["sampling_weights"][0, -1] * near[0].float().mean(0)).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
