@@ -60,7 +60,7 @@ def test_ablate_command_trains_rows_and_writes_both_files(tmp_path, capsys):
     # every row's model is checked above; three rows train here to keep the test short
     out = tmp_path / "abl"
     names = ["full", "rgb_only", "full_attn"]
-    args = argparse.Namespace(config=CONFIG, out=str(out), seeds=[0], rows=names, overrides=TINY)
+    args = argparse.Namespace(config=CONFIG, out=str(out), seeds=[0], rows=names, overrides=TINY, report=False)
     assert ablate.main(args) == 0
     summary = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in summary["rows"]] == names and summary["seeds"] == [0]
@@ -96,6 +96,15 @@ def test_finished_runs_are_reused_and_seeds_give_mean_and_std(tmp_path):
     full = row_config(base, ROWS[0], 0)
     model = build_model_for(full["model"], build_dataset(full["data"], "train", train=True))
     assert again["rows"][0]["params"] < sum(p.numel() for p in model.parameters())  # no RGB stream
+    # --report trains nothing: the finished seeds are tabulated, an unfinished seed or row left out
+    logs.clear()
+    report = run_ablation(base, tmp_path, seeds=[0, 1, 2], rows=["pose_only", "grid"], echo=logs.append,
+                          train=False)
+    assert [r["name"] for r in report["rows"]] == ["pose_only"]
+    assert [s["seed"] for s in report["rows"][0]["seeds"]] == [0, 1] and report["rows"][0]["top1"] == row["top1"]
+    assert not (tmp_path / "runs" / "pose_only" / "seed2").exists() and not (tmp_path / "runs" / "grid").exists()
+    assert sum("not finished" in m for m in logs) == 4  # pose_only seed 2, grid seeds 0-2
+    assert "seed 1: " in format_table(report)
 
 
 def test_bad_input_is_one_line_error(tmp_path, capsys):

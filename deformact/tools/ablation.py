@@ -151,9 +151,23 @@ def code_version() -> str:
         return "unknown"
 
 
+def finished_metrics(cfg: Mapping[str, Any], run_dir: Path) -> dict | None:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None."""
+    metrics_file = run_dir / "metrics.json"
+    if not (_same_config(run_dir, cfg) and metrics_file.is_file()):
+        return None
+    try:
+        return json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),
-                 rows: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> dict:
-    """Train and test every row with every seed; write ``ablation.json`` and ``ablation.md``."""
+                 rows: Sequence[str] | None = None, echo: Callable[[str], None] = print,
+                 train: bool = True) -> dict:
+    """Train and test every row with every seed; write ``ablation.json`` and ``ablation.md``.
+    With ``train=False`` nothing is trained: the table holds the runs already finished (a long
+    ablation spread over several sessions), and a row without any is left out."""
     out = Path(out_dir)
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -166,11 +180,19 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
         per_seed = []
         for seed in seeds:
             cfg = row_config(base, row, seed)
-            echo(f"[ablate] {row.name} seed {seed}: {' '.join(row.overrides) or '(base config)'}")
-            m = train_row(cfg, out / "runs" / row.name / f"seed{seed}",
-                          echo=lambda msg, tag=f"{row.name}/{seed}": echo(f"  [{tag}] {msg}"))
+            run_dir = out / "runs" / row.name / f"seed{seed}"
+            if not train:
+                m = finished_metrics(cfg, run_dir)
+                if m is None:
+                    echo(f"[ablate] {row.name} seed {seed}: not finished, left out")
+                    continue
+            else:
+                echo(f"[ablate] {row.name} seed {seed}: {' '.join(row.overrides) or '(base config)'}")
+                m = train_row(cfg, run_dir, echo=lambda msg, tag=f"{row.name}/{seed}": echo(f"  [{tag}] {msg}"))
             per_seed.append({"seed": seed, **{k: m[k] for k in (*METRICS, "train_minutes", *LOCALISATION)
                                               if m.get(k) is not None}})
+        if not per_seed:
+            continue
         results.append({"name": row.name, "label": row.label, "overrides": list(row.overrides),
                         "seeds": per_seed,
                         **{k: dict(zip(("mean", "std"), mean_std([s[k] for s in per_seed]))) for k in METRICS}})
@@ -178,9 +200,10 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
             if all(key in s for s in per_seed):
                 results[-1][key] = dict(zip(("mean", "std"), mean_std([s[key] for s in per_seed])))
     # costs last, one row after another, so that every row is timed under similar machine load
-    for res, row in zip(results, chosen):
-        echo(f"[ablate] cost of {row.name}")
-        res.update(model_cost(row_config(base, row, seeds[0])))
+    by_name = {row.name: row for row in chosen}
+    for res in results:
+        echo(f"[ablate] cost of {res['name']}")
+        res.update(model_cost(row_config(base, by_name[res["name"]], res["seeds"][0]["seed"])))
     summary = {"base_config": copy.deepcopy(base), "seeds": seeds, "rows": results,
                "torch_threads": torch.get_num_threads(), "code": code}
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +224,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
     seeds = summary["seeds"]
     loc = any("localisation" in r for r in rows)  # a column only for sets with a deciding object
     lines = [
-        f"Mean ± std over {len(seeds)} seed(s) {seeds}; accuracies in % on the test split. "
+        f"Mean ± std over the seeds {seeds} (those finished, per row below); accuracies in % on the test split. "
         "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
         f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}."
         + (" Localisation: % of the last block's 3DTS points within 1.5 radii of the deciding object;"
@@ -221,8 +244,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
                                       if loc else ""))
     lines += ["", "Per seed, top-1 % (minutes to train and test):"]
     for r in rows:
-        per = ", ".join(f"{100 * s['top1']:.1f} ({s['train_minutes']:.1f})" if "train_minutes" in s
-                        else f"{100 * s['top1']:.1f}" for s in r["seeds"])
+        per = ", ".join(f"seed {s['seed']}: {100 * s['top1']:.1f}"
+                        + (f" ({s['train_minutes']:.1f})" if "train_minutes" in s else "") for s in r["seeds"])
         lines.append(f"- {r['name']}: {per}")
     return "\n".join(lines) + "\n"
 
