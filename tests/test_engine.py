@@ -148,6 +148,32 @@ def test_weight_decay_groups_skip_norms_biases_embeddings_tokens():
         assert (id(p) in skipped) == expect_skip, name
 
 
+def test_offset_networks_train_at_their_own_lr_through_the_schedule():
+    import deformact
+    from deformact.engine.optim import build_optimizer, build_scheduler
+
+    model = deformact.build_model(preset="demo", num_classes=5, search_anchors="joints")
+    cfg = {"optimizer": "adamw", "lr": 2e-3, "min_lr": 0.0, "weight_decay": 0.05, "betas": [0.9, 0.999],
+           "warmup_epochs": 1, "offset_lr_mult": 0.1}
+    opt = build_optimizer(model, cfg)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == len(named)
+    offsets = {n for n in named if ".search." in n or ".anchor.offset" in n}
+    assert any("anchor.offset_out" in n for n in offsets) and any("search.dwconv" in n for n in offsets)
+    assert not any("anchor.key" in n or "attn.pos" in n for n in offsets)  # the keys learn at the base lr
+    for name, p in named.items():
+        assert lr_of[id(p)] == pytest.approx(2e-4 if name in offsets else 2e-3), name
+    sched = build_scheduler(opt, cfg, epochs=3, steps_per_epoch=4)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[2] == pytest.approx(0.1 * lrs[0]) and lrs[0] < 2e-3
+    # the default keeps the two weight-decay groups of old
+    assert len(build_optimizer(model, {**cfg, "offset_lr_mult": 1.0}).param_groups) == 2
+
+
 def test_warmup_cosine_schedule():
     total, warm = 100, 10
     values = [warmup_cosine(s, total, warm, 0.01) for s in range(total + 1)]

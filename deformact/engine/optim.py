@@ -35,26 +35,39 @@ def no_decay(name: str, param: nn.Parameter, owner: nn.Module, extra: set[str] =
     return any(word in name.lower() for word in _NO_DECAY_WORDS)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two optimizer groups: decayed weights and everything else (see :func:`no_decay`)."""
+def is_offset_param(name: str) -> bool:
+    """Parameters of the 3DTS offset networks (grid search and joint anchors), not the keys'."""
+    return ".search." in f".{name}" or ".anchor.offset" in f".{name}"
+
+
+def param_groups(model: nn.Module, weight_decay: float, offset_lr_mult: float = 1.0) -> list[dict]:
+    """Optimizer groups: decayed weights and everything else (see :func:`no_decay`); with
+    ``offset_lr_mult`` != 1 the 3DTS offset networks' parameters get their own groups whose ``lr``
+    is that multiple of the base (the schedule scales every group alike)."""
     extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, skip = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for mod_name, module in model.named_modules():
         for p_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             full = f"{mod_name}.{p_name}" if mod_name else p_name
-            (skip if no_decay(full, param, module, extra) else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": skip, "weight_decay": 0.0},
-    ]
+            key = (not no_decay(full, param, module, extra), offset_lr_mult != 1.0 and is_offset_param(full))
+            groups.setdefault(key, []).append(param)
+    out = []
+    for decay, offset in ((True, False), (False, False), (True, True), (False, True)):
+        if (decay, offset) in groups or not offset:
+            group = {"params": groups.get((decay, offset), []), "weight_decay": weight_decay if decay else 0.0}
+            out.append({**group, "lr_mult": offset_lr_mult} if offset else group)
+    return out
 
 
 def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """AdamW or SGD (momentum, Nesterov) over the weight-decay groups."""
-    groups = param_groups(model, float(train_cfg["weight_decay"]))
+    groups = param_groups(model, float(train_cfg["weight_decay"]), float(train_cfg.get("offset_lr_mult", 1.0)))
     lr = float(train_cfg["lr"])
+    for group in groups:
+        if "lr_mult" in group:
+            group["lr"] = lr * group.pop("lr_mult")
     if train_cfg["optimizer"] == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(train_cfg["momentum"]),
                                nesterov=bool(train_cfg["nesterov"]) and train_cfg["momentum"] > 0)

@@ -147,6 +147,9 @@ class TrainSection(Section):
     lr: float = option(1e-3, gt=0)  # peak learning rate (after warm-up)
     min_lr: float = option(0.0, ge=0)  # end of the cosine schedule
     weight_decay: float = option(0.05, ge=0)  # not applied to norms, biases, embeddings, tokens
+    # lr multiplier of the 3DTS offset networks (docs/DESIGN.md, "joint anchors"); Deformable DETR
+    # trains its sampling offsets at 0.1x
+    offset_lr_mult: float = option(1.0, gt=0)
     momentum: float = option(0.9, ge=0)  # sgd only
     nesterov: bool = option(True)  # sgd only
     betas: list[float] = option([0.9, 0.999], check=lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),

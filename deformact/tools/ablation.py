@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from deformact.engine.config import apply_overrides, dump_config, validate_config
-from deformact.errors import ConfigError
+from deformact.errors import ConfigError, DeformactError
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,12 @@ def _same_config(run_dir: Path, cfg: Mapping[str, Any]) -> bool:
     if not path.is_file():
         return False
     try:
-        return yaml.safe_load(path.read_text()) == yaml.safe_load(dump_config(cfg))
-    except yaml.YAMLError:
+        stored = yaml.safe_load(path.read_text())
+        if stored == yaml.safe_load(dump_config(cfg)):
+            return True
+        # a run made before an option existed ran with its default: the same run
+        return yaml.safe_load(dump_config(validate_config(stored))) == yaml.safe_load(dump_config(cfg))
+    except (yaml.YAMLError, DeformactError):
         return False
 
 
