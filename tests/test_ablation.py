@@ -39,6 +39,9 @@ def test_rows_switch_exactly_the_documented_flag(base):
         changed = {k for k, v in vars(model).items() if vars(ref)[k] != v}
         key, value = row.overrides[0].split("=")
         field = key.split(".")[-1]
+        if key.startswith("train."):  # an optimization row leaves the model alone
+            assert changed == set() and cfg["train"][field] != full["train"][field], row.name
+            continue
         # a row that sets the base's own value (no_anchors on a grid-only base) changes nothing
         same = not row.name.endswith("_only") and str(vars(ref)[field]).lower() == value.lower()
         expected = {"modality"} if row.name.endswith("_only") else (set() if same else {field})

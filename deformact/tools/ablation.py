@@ -56,6 +56,8 @@ ROWS: tuple[Row, ...] = (
     Row("anchors", "search_anchors=joints (3DTS also starts at every seen joint)", ("model.search_anchors=joints",)),
     Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)",
         ("model.search_anchors=none",)),
+    # the offset networks at a tenth of the learning rate (Deformable DETR's recipe)
+    Row("offset_lr_01", "train.offset_lr_mult=0.1 (3DTS offsets learn at 0.1x the lr)", ("train.offset_lr_mult=0.1",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
