@@ -123,3 +123,12 @@ def test_sampling_weights_are_the_cm_attention_and_skip_masked_anchors():
     assert masked.any() and (w[masked] == 0).all() and (w >= 0).all()
     total = w.sum(-1)  # the rest goes to the CM tokens themselves
     assert ((total > 0.5) & (total <= 1 + 1e-6)).all()
+
+
+def test_an_anchored_model_exports_to_onnx_with_the_same_numbers(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is installed by `make install`")
+    from deformact.tools.export import check_onnx, export_onnx
+
+    model = _anchored()
+    export_onnx(model, tmp_path / "anchored.onnx")
+    assert check_onnx(model, tmp_path / "anchored.onnx") < 1e-4  # masked frames and absent people included
