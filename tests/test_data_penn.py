@@ -51,7 +51,9 @@ def test_loads_through_build_dataset(penn_pkl):
     assert (len(train), len(test), train.num_classes, train.layout) == (1257, 1068, 15, "penn13")
     assert train.class_names[0] == "baseball_pitch"
     batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8, shuffle=True)))
-    assert batch["pose"].shape == (8, 1, 16, 13, 3) and batch["person_mask"].all()
+    assert batch["pose"].shape == (8, 1, 16, 13, 3) and batch["person_mask"].any(-1).all()
+    # per frame: the person counts exactly where a joint is visible (a few Penn frames show none)
+    assert torch.equal(batch["person_mask"], (batch["pose"][..., 2] > 0).any(-1))
     assert torch.isfinite(batch["pose"]).all() and batch["label"].max() < 15
     item = test[5]
     assert item["pose"].shape == (3, 1, 16, 13, 3) and item["person_mask"].shape == (3, 1, 16)
