@@ -301,3 +301,15 @@ def localisation_hits(points: torch.Tensor, track: torch.Tensor, radii: float = 
     obj = track.float().gather(1, frame[..., None].expand(-1, -1, 3))  # B x P x 3
     dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1])
     return (dist <= radii * obj[..., 2]).reshape(points.shape[:-1])
+
+
+def localisation(points: torch.Tensor, weights: torch.Tensor, track: torch.Tensor,
+                 radii: float = 1.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per item, for one block's 3DTS points ``points`` B x G x P x 3 and the CM attention of their
+    keys ``weights`` B x P (``sampling_locations`` / ``sampling_weights``): (points near the object,
+    points read (NaN ones are masked anchors), attention on the near points, a key's weight split
+    evenly over its G points), each a tensor of B."""
+    near = localisation_hits(points, track, radii)  # B x G x P
+    read = points.isfinite().all(-1).flatten(1).sum(1)
+    attended = (weights.float() * near.float().mean(1)).sum(-1)
+    return near.flatten(1).sum(1), read, attended

@@ -65,15 +65,13 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
         with autocast(ctx.device, amp):
             logits = model(**model_inputs(batch, ctx.device, clips=num_clips > 1), return_maps=locate)
         if locate:
-            from deformact.data.synthetic_objects import localisation_hits
+            from deformact.data.synthetic_objects import localisation
 
             logits, maps = logits
-            points = maps["sampling_locations"][:, -1].cpu()
-            near = localisation_hits(points, batch["object_track"].flatten(0, -3))
-            # the CM attention each key gets, shared by its G points (one per offset group)
-            used = (maps["sampling_weights"][:, -1].cpu() * near.float().mean(1)).sum()
-            hits = [hits[0] + int(near.sum()), hits[1] + int(points.isfinite().all(-1).sum()),  # NaN: masked
-                    hits[2] + float(used), hits[3] + near.shape[0]]
+            near, read, used = localisation(maps["sampling_locations"][:, -1].cpu(),
+                                            maps["sampling_weights"][:, -1].cpu(), batch["object_track"].flatten(0, -3))
+            hits = [hits[0] + int(near.sum()), hits[1] + int(read.sum()), hits[2] + float(used.sum()),
+                    hits[3] + len(near)]
         logits = logits.float()
         logits = logits.view(b, -1, logits.shape[-1])
         scores = logits.softmax(-1).mean(1) if average == "prob" else logits.mean(1)

@@ -45,7 +45,7 @@ def param_groups(model: nn.Module, weight_decay: float, offset_lr_mult: float = 
     ``offset_lr_mult`` != 1 the 3DTS offset networks' parameters get their own groups whose ``lr``
     is that multiple of the base (the schedule scales every group alike)."""
     extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[bool, bool], list] = {}
+    groups: dict[tuple[bool, bool], list] = {(True, False): [], (False, False): []}  # (decayed, offset)
     for mod_name, module in model.named_modules():
         for p_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
@@ -53,12 +53,8 @@ def param_groups(model: nn.Module, weight_decay: float, offset_lr_mult: float = 
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             key = (not no_decay(full, param, module, extra), offset_lr_mult != 1.0 and is_offset_param(full))
             groups.setdefault(key, []).append(param)
-    out = []
-    for decay, offset in ((True, False), (False, False), (True, True), (False, True)):
-        if (decay, offset) in groups or not offset:
-            group = {"params": groups.get((decay, offset), []), "weight_decay": weight_decay if decay else 0.0}
-            out.append({**group, "lr_mult": offset_lr_mult} if offset else group)
-    return out
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             **({"lr_mult": offset_lr_mult} if offset else {})} for (decay, offset), params in groups.items()]
 
 
 def build_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:

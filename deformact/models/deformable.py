@@ -261,7 +261,7 @@ class DeformableAttention3D(nn.Module):
         (mean over heads and CM tokens; keys of masked anchors 0): which of the points are used."""
         b, n, d = z.shape
         maps: dict = {}
-        key_mask = extra = None
+        key_mask = anchor_keys = None
         if self.search is None:
             keys = z
             points = cached_grid(volume, volume, z.device, torch.float32)[0].expand(b * self.groups, -1, -1)
@@ -270,12 +270,12 @@ class DeformableAttention3D(nn.Module):
             points = self.search(zv, cm)  # (b g) x P x 3
             values = self.search.value_volume(volume)
             if self.anchor is not None and anchors is not None:
-                where, valid, tokens = anchors
+                at, valid, tokens = anchors
                 cell = cached_grid(self.search.grid_size(volume), values, z.device, points.dtype)[1]
-                points = torch.cat([points, self.anchor.points(where, tokens, cell, values)], 1)
-                grid_keys = points.shape[1] - valid.shape[1]
+                grid_keys = points.shape[1]
+                points = torch.cat([points, self.anchor.points(at, tokens, cell, values)], 1)
                 key_mask = torch.cat([valid.new_ones(b, grid_keys), valid, valid.new_ones(b, cm.shape[1])], 1)
-                extra = torch.cat([z.new_zeros(b, grid_keys, d), self.anchor.key(tokens)], 1)
+                anchor_keys = self.anchor.key(tokens)  # added to the anchors' keys: which joint, how it moves
             # the value volume: time-pooled on the token sequence (contiguous), then one read for all groups
             zt = pool_cells(z.unflatten(1, (volume[0], -1)), values[:1]).unflatten(2, values[1:])
             zg = rearrange(zt, "b t h w (g c) -> (b g) c t h w", g=self.groups)
@@ -286,8 +286,8 @@ class DeformableAttention3D(nn.Module):
                     where = where.masked_fill(~key_mask[:, None, :where.shape[2], None], float("nan"))
                 maps["sampling_locations"] = where
         keys = keys + rearrange(self.pos(points.to(keys.dtype)), "(b g) p c -> b p (g c)", g=self.groups)
-        if extra is not None:
-            keys = keys + extra
+        if anchor_keys is not None:
+            keys = torch.cat([keys[:, :grid_keys], keys[:, grid_keys:] + anchor_keys], 1)
         x = torch.cat([z, cm], 1)
         explain = return_maps and "sampling_locations" in maps
         out, weights = self.attn(x, torch.cat([keys, cm], 1), key_mask=key_mask,

@@ -87,17 +87,28 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _same_config(run_dir: Path, cfg: Mapping[str, Any]) -> bool:
+    """Whether ``run_dir`` holds a run of ``cfg``. Both sides are compared with defaults filled in,
+    so a run made before an option existed (it ran with the default) is the same run."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return False
     try:
         stored = yaml.safe_load(path.read_text())
-        if stored == yaml.safe_load(dump_config(cfg)):
-            return True
-        # a run made before an option existed ran with its default: the same run
-        return yaml.safe_load(dump_config(validate_config(stored))) == yaml.safe_load(dump_config(cfg))
+        return isinstance(stored, dict) and (yaml.safe_load(dump_config(validate_config(stored)))
+                                             == yaml.safe_load(dump_config(cfg)))
     except (yaml.YAMLError, DeformactError):
         return False
+
+
+def finished_metrics(cfg: Mapping[str, Any], run_dir: Path) -> dict | None:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None."""
+    metrics_file = run_dir / "metrics.json"
+    if not (metrics_file.is_file() and _same_config(run_dir, cfg)):
+        return None
+    try:
+        return json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def train_row(cfg: Mapping[str, Any], run_dir: Path, echo: Callable[[str], None] = print) -> dict:
@@ -105,11 +116,11 @@ def train_row(cfg: Mapping[str, Any], run_dir: Path, echo: Callable[[str], None]
     from deformact.engine import run
 
     metrics_file = run_dir / "metrics.json"
-    same = _same_config(run_dir, cfg)
-    if same and metrics_file.is_file():
+    done = finished_metrics(cfg, run_dir)
+    if done is not None:
         echo(f"  reusing {metrics_file}")
-        return json.loads(metrics_file.read_text())
-    resume = same and (run_dir / "last.pt").is_file()
+        return done
+    resume = _same_config(run_dir, cfg) and (run_dir / "last.pt").is_file()
     tic = time.perf_counter()
     metrics = run(cfg, run_dir, resume=resume, overwrite=not resume, echo=echo)
     metrics = {**metrics, "train_minutes": (time.perf_counter() - tic) / 60}
@@ -155,17 +166,6 @@ def code_version() -> str:
                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def finished_metrics(cfg: Mapping[str, Any], run_dir: Path) -> dict | None:
-    """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None."""
-    metrics_file = run_dir / "metrics.json"
-    if not (_same_config(run_dir, cfg) and metrics_file.is_file()):
-        return None
-    try:
-        return json.loads(metrics_file.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),

@@ -27,7 +27,7 @@ from deformact.models.flops import model_report
 MODES = ("deformable", "grid", "divided", "full")
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -41,14 +41,14 @@ def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, repeats
     for _ in range(warmup):
         for n in names:
             fns[n]()
-    _sync(device)
+    sync(device)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names if r % 2 == 0 else names[::-1]:
             w0, c0 = time.perf_counter(), time.process_time()
             fns[n]()
-            _sync(device)
+            sync(device)
             wall[n].append(time.perf_counter() - w0)
             cpu[n].append(time.process_time() - c0)
     key = cpu if device.type == "cpu" else wall
@@ -219,4 +219,4 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> Path:
 
 
 __all__ = ["MODES", "accuracy_at_frames", "attention_module", "compare_attention", "compare_models", "frames_seen",
-           "interleaved", "plot_sweep", "sweep", "time_plot"]
+           "interleaved", "plot_sweep", "sweep", "sync", "time_plot"]

@@ -25,11 +25,11 @@ from deformact.models.flops import example_inputs, model_report
 from deformact.tools.bench_modes import (
     MODES,
     STYLES,
-    _sync,
     accuracy_at_frames,
     attention_module,
     compare_models,
     sweep,
+    sync,
     time_plot,
 )
 
@@ -62,12 +62,12 @@ def timeit(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup
     """Median seconds of ``fn`` and its peak extra memory (MiB, measured on one extra run)."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return {"seconds": statistics.median(times), "peak_mib": peak_memory_mib(fn, device)}
 

@@ -35,7 +35,7 @@ def ring(frames: np.ndarray, track: np.ndarray, radii: float = 1.5) -> np.ndarra
 def explain_item(model: torch.nn.Module, dataset: Any, index: int, path: str | Path) -> dict[str, Any]:
     """Draw item ``index`` of a synthetic objects ``dataset`` with ``model``'s 3DTS points into
     ``path``; returns the prediction, the label and the last block's localisation (plain and attended) of this item."""
-    from deformact.data.synthetic_objects import localisation_hits
+    from deformact.data.synthetic_objects import localisation
     from deformact.viz.explain import denormalize, plot_sampling_points
 
     item = dataset[index]
@@ -47,12 +47,10 @@ def explain_item(model: torch.nn.Module, dataset: Any, index: int, path: str | P
     frames = denormalize(item["rgb"])  # T x H x W x 3
     track = item["object_track"].numpy()
     plot_sampling_points(ring(frames, track), locations.numpy(), list(range(frames.shape[0])), path)
-    near = localisation_hits(locations[-1][None], item["object_track"][None])
-    counted = locations[-1].isfinite().all(-1).sum().clamp(min=1)  # masked anchors are NaN
+    near, read, used = localisation(locations[-1][None], maps["sampling_weights"][:, -1], item["object_track"][None])
     names = dataset.class_names
     return {"path": str(path), "label": names[item["label"]], "predicted": names[int(logits.argmax())],
-            "localisation": float(near.sum() / counted),
-            "attended_localisation": float((maps["sampling_weights"][0, -1] * near[0].float().mean(0)).sum())}
+            "localisation": float(near[0] / read[0].clamp(min=1)), "attended_localisation": float(used[0])}
 
 
 def main(argv: list[str] | None = None) -> int:
