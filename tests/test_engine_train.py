@@ -178,3 +178,16 @@ def test_amp_auto_uses_bf16_on_cpu_only_with_native_bf16(monkeypatch, tmp_path):
     # the probe answers from the running CPU, without raising
     monkeypatch.undo()
     assert isinstance(trainer.cpu_has_fast_bf16(), bool)
+
+
+def test_training_sees_a_fresh_generated_set_each_round(tmp_path):
+    """data.regenerate_every=1: epoch 1 trains on round 0, the plain run's set (same loss), and
+    epoch 2 on a new draw (another loss); the test split stays the same set."""
+    logs = {}
+    for k in (0, 1):
+        run(tiny_config(epochs=2, train={"eval_every": 1}, data={"regenerate_every": k}), tmp_path / str(k),
+            echo=lambda _m: None)
+        logs[k] = [json.loads(line) for line in (tmp_path / str(k) / "log.jsonl").read_text().splitlines()]
+    assert logs[0][0]["train_loss"] == logs[1][0]["train_loss"]
+    assert logs[0][0]["test_loss"] == logs[1][0]["test_loss"]
+    assert logs[0][1]["train_loss"] != logs[1][1]["train_loss"]

@@ -19,7 +19,8 @@
   ``pose_shift`` (pose-only training augmentation, 0 = off), ``decode_threads`` (1), ``feature``
   ("joint" | "bone" | "joint_motion" | "bone_motion", the pose stream's input; also synthetic).
 * synthetic: ``seed`` (0), ``num_classes`` (12 = 4 motions x 3 colours), ``num_train`` (1000),
-  ``num_test`` (400); see :mod:`deformact.data.synthetic` for the design and Bayes ceilings;
+  ``num_test`` (400), ``regenerate_every`` (0 = never; K: a fresh training set every K epochs);
+  see :mod:`deformact.data.synthetic` for the design and Bayes ceilings;
   ``variant`` ("demo" | "objects": the held-object set of :mod:`deformact.data.synthetic_objects`,
   16 frames at 112², 12 classes, items with ``object_track``).
 
@@ -58,7 +59,8 @@ PYSKL_KEYS = ("ann_file", "video_root", "modality", "frames", "image_size", "num
               "crop_ratio", "flip", "pose_norm", "pose_rotate", "pose_scale", "pose_shift", "decode_threads",
               "feature")
 SYNTHETIC_KEYS = ("modality", "frames", "image_size", "num_clips", "num_persons", "num_classes", "seed",
-                  "num_train", "num_test", "layout", "skip_bad", "flip", "feature", "variant")
+                  "num_train", "num_test", "layout", "skip_bad", "flip", "feature", "variant",
+                  "regenerate_every")
 
 __all__ = ["DataError", "VideoError", "RGB_MEAN", "RGB_STD", "build_dataset", "PYSKL_KEYS", "SYNTHETIC_KEYS",
            *_LAZY, *_IO]

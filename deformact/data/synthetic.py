@@ -236,14 +236,21 @@ def render(p: dict[str, np.ndarray], size: int = 64, chunk: int = 1024) -> np.nd
 
 
 # ------------------------------------------------------------------------------------------- dataset
+def seed_sequence(seed: int, split: str, n: int, *salt: int, round: int = 0) -> np.random.SeedSequence:
+    """The entropy of one generated set; ``round`` r > 0 (a training set regenerated for the r-th
+    time, ``regenerate_every``) adds a word, so round 0 is the set a run without regeneration sees."""
+    words = [int(seed), 0 if split == "train" else 1, int(n), *salt]
+    return np.random.SeedSequence(words + ([int(round)] if round else []))
+
+
 def generate(n: int, seed: int = 0, split: str = "train", frames: int = 8, image_size: int = 64,
              num_classes: int = 12, num_persons: int = 2, num_clips: int = 1, rgb: bool = True,
-             params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+             params: dict[str, np.ndarray] | None = None, round: int = 0) -> dict[str, Any]:
     """Arrays of a synthetic split: rgb (n x clips x 3 x T x S x S uint8 or None), pose
     (n x clips x M x T x 17 x 3 float32), person_mask (n x clips x M), label (n), params."""
     train = split == "train"
     if params is None:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0 if train else 1, n]))
+        rng = np.random.default_rng(seed_sequence(seed, split, n, round=round))
         params = sample_params(n, rng, num_classes, train, num_clips, frames)
     n, f = params["times"].shape
     clips = f // frames
@@ -277,31 +284,58 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
                  frames: int = 8, image_size: int = 64, seed: int = 0, num_classes: int = 12,
                  num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1,
-                 feature: str = "joint") -> None:
-        from .pipeline import parse_modality
-        from .pipeline.feature import check_feature
-
-        self.feature = check_feature(feature)
-        if split not in ("train", "test"):
-            raise DataError(f"synthetic split must be 'train' or 'test', got {split!r}")
-        self.use_rgb, self.use_pose = parse_modality(modality)
-        self.split, self.modality = split, modality
-        self.num_clips = 1 if (split == "train" or train) else int(num_clips)
+                 feature: str = "joint", regenerate_every: int = 0) -> None:
+        self._setup(split, train, modality, feature, num_clips, regenerate_every)
         self.class_names = class_names(num_classes)
         self.num_classes = num_classes
         self.skeleton = COCO17
         n = int(num_train if split == "train" else num_test)
         if n < 1 or frames < 1 or image_size < 16 or num_persons < 1 or self.num_clips < 1:
             raise DataError("synthetic: counts, frames, num_persons >= 1 and image_size >= 16 required")
-        key = (n, int(seed), split, int(frames), int(image_size), num_classes, int(num_persons), self.num_clips,
-               self.use_rgb)
+        self._args = (n, int(seed), split, int(frames), int(image_size), num_classes, int(num_persons),
+                      self.num_clips)
+        self.data = self._load(0)
+
+    def _setup(self, split: str, train: bool | None, modality: str, feature: str, num_clips: int,
+               regenerate_every: int) -> None:
+        from .pipeline import parse_modality
+        from .pipeline.feature import check_feature
+
+        self.feature = check_feature(feature)
+        if split not in ("train", "test"):
+            raise DataError(f"synthetic split must be 'train' or 'test', got {split!r}")
+        if isinstance(regenerate_every, bool) or not isinstance(regenerate_every, int) or regenerate_every < 0:
+            raise DataError(f"data.regenerate_every must be an integer >= 0 (0 = never), got {regenerate_every!r}")
+        self.use_rgb, self.use_pose = parse_modality(modality)
+        self.split, self.modality = split, modality
+        self.num_clips = 1 if (split == "train" or train) else int(num_clips)
+        # the test split is one fixed set: only training clips are regenerated
+        self.regenerate_every = regenerate_every if split == "train" else 0
+        self.round, self.num_skipped = 0, 0
+
+    def _generate(self, round: int) -> dict[str, Any]:
+        n, seed, split, frames, size, num_classes, persons, clips = self._args
+        return generate(n, seed, split, frames, size, num_classes, persons, clips, rgb=self.use_rgb, round=round)
+
+    def _load(self, round: int) -> dict[str, Any]:
+        """Round 0 is cached per process (train and test sets are built more than once: the model's
+        shapes, the loaders, the tests); later rounds are made when an epoch needs them."""
+        if round:
+            return self._generate(round)
+        key = (type(self).__name__, *self._args, self.use_rgb)
         if key not in _CACHE:
-            _CACHE[key] = generate(n, seed, split, frames, image_size, num_classes, num_persons, self.num_clips,
-                                   rgb=self.use_rgb)
+            _CACHE[key] = self._generate(0)
             while len(_CACHE) > 4:
                 _CACHE.popitem(last=False)
-        self.data = _CACHE[key]
-        self.num_skipped = 0
+        return _CACHE[key]
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training clips of epoch ``epoch`` (0-based): with ``regenerate_every`` K > 0 a fresh
+        set every K epochs (round ``epoch // K``), a pure function of the seed and the round, so a
+        resumed run sees the clips the uninterrupted run saw and no clip is learned by heart."""
+        if self.regenerate_every and epoch // self.regenerate_every != self.round:
+            self.round = epoch // self.regenerate_every
+            self.data = self._load(self.round)
 
     def __len__(self) -> int:
         return len(self.data["label"])

@@ -29,7 +29,6 @@ sees: ``deformact test`` scores with it how close the 3DTS points come to the de
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -228,12 +227,12 @@ def render(p: dict[str, np.ndarray], size: int = 112, chunk: int = 8) -> np.ndar
 # ------------------------------------------------------------------------------------------- dataset
 def generate(n: int, seed: int = 0, split: str = "train", frames: int = 16, image_size: int = 112,
              num_persons: int = 2, num_clips: int = 1, rgb: bool = True,
-             params: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+             params: dict[str, np.ndarray] | None = None, round: int = 0) -> dict[str, Any]:
     """Arrays of a split: rgb (n x clips x 3 x T x S x S uint8 or None), pose (n x clips x M x T x
     17 x 3), person_mask (n x clips x M), label (n), object_track (n x clips x T x 3), params."""
     train = split == "train"
     if params is None:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0 if train else 1, n, 7]))
+        rng = np.random.default_rng(syn.seed_sequence(seed, split, n, 7, round=round))
         params = sample_params(n, rng, train, num_clips, frames)
     d = syn.generate(n, seed, split, frames, image_size, NUM_CLASSES, num_persons, num_clips, rgb=False,
                      params=params)
@@ -248,9 +247,6 @@ def generate(n: int, seed: int = 0, split: str = "train", frames: int = 16, imag
     return d
 
 
-_CACHE: OrderedDict = OrderedDict()
-
-
 class SyntheticObjectsDataset(syn.SyntheticDataset):
     """In-memory split of the objects set (module docstring); items as the pyskl dataset's plus
     ``object_track`` (T x 3, ignored by the model); items are read as the demo set's."""
@@ -260,29 +256,21 @@ class SyntheticObjectsDataset(syn.SyntheticDataset):
     def __init__(self, *, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
                  frames: int = 16, image_size: int = 112, seed: int = 0, num_classes: int = NUM_CLASSES,
                  num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1,
-                 feature: str = "joint") -> None:
-        from .pipeline import parse_modality
-        from .pipeline.feature import check_feature
-
-        self.feature = check_feature(feature)
-        if split not in ("train", "test"):
-            raise DataError(f"synthetic split must be 'train' or 'test', got {split!r}")
+                 feature: str = "joint", regenerate_every: int = 0) -> None:
+        self._setup(split, train, modality, feature, num_clips, regenerate_every)
         if num_classes != NUM_CLASSES:
             raise DataError(f"the synthetic objects set has {NUM_CLASSES} classes, got num_classes={num_classes}")
-        self.use_rgb, self.use_pose = parse_modality(modality)
-        self.split, self.modality = split, modality
-        self.num_clips = 1 if (split == "train" or train) else int(num_clips)
         self.class_names, self.num_classes, self.skeleton = class_names(), NUM_CLASSES, COCO17
         n = int(num_train if split == "train" else num_test)
         if n < 1 or frames < 1 or image_size < 32 or num_persons < 1 or self.num_clips < 1:
             raise DataError("synthetic objects: counts, frames, num_persons >= 1 and image_size >= 32 required")
-        key = (n, int(seed), split, int(frames), int(image_size), int(num_persons), self.num_clips, self.use_rgb)
-        if key not in _CACHE:
-            _CACHE[key] = generate(n, seed, split, frames, image_size, num_persons, self.num_clips, rgb=self.use_rgb)
-            while len(_CACHE) > 2:
-                _CACHE.popitem(last=False)
-        self.data = _CACHE[key]
-        self.num_skipped = 0
+        self._args = (n, int(seed), split, int(frames), int(image_size), NUM_CLASSES, int(num_persons),
+                      self.num_clips)
+        self.data = self._load(0)
+
+    def _generate(self, round: int) -> dict[str, Any]:
+        n, seed, split, frames, size, _, persons, clips = self._args
+        return generate(n, seed, split, frames, size, persons, clips, rgb=self.use_rgb, round=round)
 
     def object_tracks(self) -> np.ndarray:
         """The deciding object of every item: n x clips x T x 3 (x, y, radius; frame fractions)."""

@@ -166,6 +166,8 @@ class Trainer:
         ctx, dev, t = self.ctx, self.ctx.device, self.config.train
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(self.epoch)
+        if hasattr(self.train_loader.dataset, "set_epoch"):  # a generated set's fresh clips (data.regenerate_every)
+            self.train_loader.dataset.set_epoch(self.epoch)
         self.net.train()
         # Seed this process per epoch from the sampler's generator, as DataLoader seeds its workers:
         # augmentation that follows torch.initial_seed() (the convention, and deformact.data's) then

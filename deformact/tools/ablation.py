@@ -56,8 +56,11 @@ ROWS: tuple[Row, ...] = (
     Row("anchors", "search_anchors=joints (3DTS also starts at every seen joint)", ("model.search_anchors=joints",)),
     Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)",
         ("model.search_anchors=none",)),
-    # the offset networks at a tenth of the learning rate (Deformable DETR's recipe)
+    # the offset networks at a tenth of the learning rate (Deformable DETR's recipe) or at the full rate
     Row("offset_lr_01", "train.offset_lr_mult=0.1 (3DTS offsets learn at 0.1x the lr)", ("train.offset_lr_mult=0.1",)),
+    Row("offset_lr_1", "train.offset_lr_mult=1 (3DTS offsets learn at the full lr)", ("train.offset_lr_mult=1.0",)),
+    # a generated set drawn once instead of afresh every epoch (synthetic data only)
+    Row("fixed_set", "data.regenerate_every=0 (one fixed generated training set)", ("data.regenerate_every=0",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
