@@ -245,3 +245,21 @@ def test_frames_where_the_estimator_loses_the_person_are_masked_per_frame(tmp_pa
         ref = model(**x)
         out = model(pose=torch.where(lost, torch.randn_like(x["pose"]) * 50, x["pose"]), person_mask=x["person_mask"])
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_staged_cascade_gives_exactly_the_sequential_people(shared_dir):
+    """The cascade with the decoder and each tracker in a thread of its own
+    (MediaPipePose.stream) finds exactly the people the frame-by-frame loop finds."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 is installed by `make install`")
+    from deformact.io import read_frames
+
+    frames = read_frames(shared_dir / "videos" / TWO, 640)[:30]
+    with build_estimator("mediapipe", max_persons=2) as est:
+        seq = [est(f) for f in frames]
+        est.reset()
+        piped = est.estimate(iter(frames))
+    assert len(piped) == len(seq) == 30 and sum(len(p) for p in seq) >= 50
+    for a, b in zip(seq, piped):
+        assert len(a) == len(b)
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p, q)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -43,7 +43,15 @@ class PoseEstimator(abc.ABC):
     def estimate(self, frames: Iterable[np.ndarray]) -> list[list[np.ndarray]]:
         """Run on a whole video: one list of persons per frame."""
         self.reset()
-        return [self(f) for f in frames]
+        return list(self.stream(frames))
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """The persons of every frame of ``frames``, in order: what ``self(frame)`` gives, while
+        ``frames`` (a decoder) is read in a thread of its own (:func:`deformact.io.staged.staged`).
+        Estimators whose work splits into stages may run them side by side too."""
+        from deformact.io.staged import staged
+
+        return staged(frames, self)
 
     def __enter__(self) -> PoseEstimator:
         return self

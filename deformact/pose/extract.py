@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deformact.io.video import iter_frames, probe
+from deformact.io.video import iter_frames, output_size, probe
 
 from .base import PoseEstimator
 from .tracking import track_persons
@@ -42,11 +42,13 @@ def extract_video(
     estimator.reset()
     per_frame: list[list[np.ndarray]] = []
     bar = tqdm(total=info.frames or None, desc=path.name, unit="frame", disable=not progress, leave=False)
+    w, h = output_size(W, H, max_side)  # the size iter_frames decodes to
+    sx, sy = W / w, H / h
     try:
-        for frame in iter_frames(path, max_side):
-            sx, sy = W / frame.shape[1], H / frame.shape[0]
+        # decoding and estimation side by side (PoseEstimator.stream); the people come in frame order
+        for persons in estimator.stream(iter_frames(path, max_side)):
             people = []
-            for p in estimator(frame):
+            for p in persons:
                 p = np.asarray(p, np.float32).copy()
                 p[:, 0] *= sx
                 p[:, 1] *= sy

@@ -10,6 +10,8 @@ stable ids across frames.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
+from functools import partial
 
 import numpy as np
 
@@ -97,26 +99,56 @@ class MediaPipePose(PoseEstimator):
             return self._process(frame)
 
     def _process(self, frame: np.ndarray) -> list[np.ndarray]:
+        state = self._start(frame)
+        for k in range(len(self._trackers)):
+            state = self._stage(k, state)
+        return state[3]
+
+    @staticmethod
+    def _start(frame: np.ndarray) -> tuple:
+        # (frame, the image tracker k sees, the paint, the people found so far)
+        return frame, frame, tuple(int(v) for v in frame.reshape(-1, 3).mean(0)), []
+
+    def _stage(self, k: int, state: tuple) -> tuple:
+        """Tracker k of the cascade on one frame: it sees the frame with the people found by
+        trackers 0..k-1 painted out, and paints its own person out for tracker k + 1."""
+        frame, image, fill, people = state
         h, w = frame.shape[:2]
-        fill = tuple(int(v) for v in frame.reshape(-1, 3).mean(0))
-        image, people = frame, []
-        for k, tracker in enumerate(self._trackers):
-            res = tracker.process(image)
-            if res.pose_landmarks is None:
-                continue
-            lm = np.array([(p.x * w, p.y * h, p.visibility) for p in res.pose_landmarks.landmark], np.float32)
-            coco = lm[list(MEDIAPIPE_TO_COCO17)]
-            if coco[:, 2].mean() < self.min_score:
-                continue
-            coco[:, 0] = coco[:, 0].clip(0, w - 1)
-            coco[:, 1] = coco[:, 1].clip(0, h - 1)
-            # a tracker whose ROI still sits on somebody found earlier in this frame: drop it
-            if people:
-                iou = box_iou(person_box(coco)[None], np.stack([person_box(p) for p in people]))
-                if iou.max() > 0.5:
-                    continue
-            people.append(coco)
-            if k + 1 < len(self._trackers):
-                image = image.copy() if image is frame else image
-                paint_out(image, lm, fill)
-        return people
+        res = self._trackers[k].process(image)
+        if res.pose_landmarks is None:
+            return state
+        lm = np.array([(p.x * w, p.y * h, p.visibility) for p in res.pose_landmarks.landmark], np.float32)
+        coco = lm[list(MEDIAPIPE_TO_COCO17)]
+        if coco[:, 2].mean() < self.min_score:
+            return state
+        coco[:, 0] = coco[:, 0].clip(0, w - 1)
+        coco[:, 1] = coco[:, 1].clip(0, h - 1)
+        # a tracker whose ROI still sits on somebody found earlier in this frame: drop it
+        if people:
+            iou = box_iou(person_box(coco)[None], np.stack([person_box(p) for p in people]))
+            if iou.max() > 0.5:
+                return state
+        people.append(coco)
+        if k + 1 < len(self._trackers):
+            image = image.copy() if image is frame else image
+            paint_out(image, lm, fill)
+        return frame, image, fill, people
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """As ``[self(f) for f in frames]``, the same people, with the decoder and every tracker of
+        the cascade in a thread of its own: tracker k works on frame t while tracker k - 1 works
+        on frame t + 1 (each tracker still sees its frames in order, so its tracking is unchanged)."""
+        from deformact.io.staged import staged
+
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            return
+        yield self(first)  # builds the graphs, whose start-up chatter is silenced, on the first frame
+        stages = [partial(self._stage, k) for k in range(len(self._trackers))]
+        try:
+            yield from (state[3] for state in staged(map(self._start, frames), *stages))
+        finally:  # every thread has stopped here: the decoder can be closed from this one
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
