@@ -4,6 +4,7 @@ layout mapping (a Penn-13 checkpoint on COCO-17 poses), dead and unopenable sour
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -149,6 +150,34 @@ def test_stream_stops_cleanly_on_ctrl_c(demo_ckpt, long_video, monkeypatch, caps
     assert rc == 130
     assert [json.loads(x)["end_frame"] for x in stdout.splitlines()] == [16, 32, 48]
     assert stderr.count("\n") == 1 and "stopped by Ctrl-C after 50 frames" in stderr
+
+
+def test_realtime_drops_what_a_slow_estimator_cannot_keep_up_with(demo_ckpt, long_video, monkeypatch, capsys):
+    """--realtime on a file paced at its frame rate, with an estimator that needs 2.5 frame
+    periods a frame: frames are dropped (counted in every line and the summary), every window
+    still comes, in order, and without --realtime nothing is dropped."""
+    from deformact.tools import stream
+
+    video, poses = long_video
+    real = stream.ReplayEstimator.__call__
+
+    def slow(self, frame):
+        time.sleep(2.5 / 30)
+        return real(self, frame)
+
+    monkeypatch.setattr(stream.ReplayEstimator, "__call__", slow)
+    args = ("stream", video, "--ckpt", demo_ckpt, "--poses", poses, "--window", 16, "--stride", 16,
+            "--max-windows", 3, "--device", "cpu")
+    rc, stdout, stderr = _cli(capsys, *args, "--realtime")
+    assert rc == 0, stderr
+    lines = [json.loads(x) for x in stdout.splitlines()]
+    assert [x["end_frame"] for x in lines] == [16, 32, 48]
+    dropped = lines[-1]["dropped"]
+    assert 8 <= dropped <= 45 and f"{dropped} dropped" in stderr
+    assert [x["dropped"] for x in lines] == sorted(x["dropped"] for x in lines)
+    rc, stdout, stderr = _cli(capsys, *args)
+    assert rc == 0 and " 0 dropped" in stderr
+    assert all(json.loads(x)["dropped"] == 0 for x in stdout.splitlines())
 
 
 def test_dead_source_and_unopenable_url(demo_ckpt, long_video, tmp_path, capsys):

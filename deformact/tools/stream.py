@@ -23,6 +23,7 @@ import numpy as np
 from torch import nn
 
 from deformact.errors import VideoError
+from deformact.io.staged import staged
 
 
 @dataclass
@@ -153,12 +154,13 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
                 "persons": persons_found(ann), "dropped": stats.dropped}
 
     container = open_source(source, timeout_s)
-    try:
-        s = container.streams.video[0]
-        stats.fps = float(s.average_rate or 30.0)
-        paced = realtime and source_kind(source) == "file"
+    fps = stats.fps = float(container.streams.video[0].average_rate or 30.0)
+    paced = realtime and source_kind(source) == "file"
+    read: deque = deque()  # (frame number, frame, read time, dropped) of every frame the source gave
+
+    def gate() -> Iterator[np.ndarray]:
+        # runs in the decoder's thread: a frame's lateness is judged when it is read, as a camera's would be
         t_wall0 = t_src0 = None
-        start = time.perf_counter()
         for n, (t_src, img) in enumerate(iter_source(container, source, max_side)):
             read_at = time.perf_counter()
             if t_wall0 is None:
@@ -167,27 +169,52 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
             if paced and late < 0:
                 time.sleep(-late)
                 read_at, late = time.perf_counter(), 0.0
-            if realtime and late > 1.0 / stats.fps and kps:
-                stats.dropped += 1
-                kps.append(kps[-1])
-                if use_rgb:
-                    frames[n] = frames[n - 1]
-            else:
-                kps.append(tracker.update(estimator(img)))
-                if use_rgb:
-                    frames[n] = img
-            frames.pop(n - window, None)
-            stats.frames = n + 1
-            if n + 1 >= window and (n + 1 - window) % stride == 0:
-                emit(answer(n + 1, img.shape, read_at))
-                if max_windows and stats.windows >= max_windows:
+            dropped = realtime and n > 0 and late > 1.0 / fps
+            read.append((n, img, read_at, dropped))
+            if not dropped:
+                yield img
+
+    def frame_in(n: int, img: np.ndarray, read_at: float, people: list | None) -> bool:
+        """One frame into the buffer (``people`` None: dropped); whether the stream is done."""
+        if people is None:
+            stats.dropped += 1
+            kps.append(kps[-1])
+            if use_rgb:
+                frames[n] = frames[n - 1]
+        else:
+            kps.append(tracker.update(people))
+            if use_rgb:
+                frames[n] = img
+        frames.pop(n - window, None)
+        stats.frames = n + 1
+        if n + 1 >= window and (n + 1 - window) % stride == 0:
+            emit(answer(n + 1, img.shape, read_at))
+            return bool(max_windows and stats.windows >= max_windows)
+        return False
+
+    # decoding and pose estimation side by side (PoseEstimator.stream); the answers keep frame order
+    stream = getattr(estimator, "stream", None)
+    people_of = stream(gate()) if stream is not None else staged(gate(), estimator)
+    start, img, done = time.perf_counter(), None, False
+    try:
+        for people in people_of:
+            while not done:  # the dropped frames before this one, then this one
+                n, img, read_at, dropped = read.popleft()
+                done = frame_in(n, img, read_at, None if dropped else people)
+                if not dropped:
                     break
+            if done:
+                break
+        while read and not done:  # dropped frames after the last estimated one
+            n, img, read_at, _ = read.popleft()
+            done = frame_in(n, img, read_at, None)
         if stats.windows == 0 and kps:  # shorter than one window: one answer for what there is
             emit(answer(stats.frames, img.shape, time.perf_counter()))
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
-        stats.elapsed = time.perf_counter() - start if "start" in locals() else 0.0
+        stats.elapsed = time.perf_counter() - start
+        people_of.close()  # stops the decoder's and the estimator's threads before the container closes
         container.close()
     return stats
 
