@@ -263,3 +263,26 @@ def test_staged_cascade_gives_exactly_the_sequential_people(shared_dir):
         assert len(a) == len(b)
         for p, q in zip(a, b):
             np.testing.assert_array_equal(p, q)
+
+
+def test_xnnpack_threads_change_the_speed_not_the_poses(shared_dir, monkeypatch):
+    """The trackers' TFLite models on 2 XNNPACK threads find the same joints as on one; the
+    default shares the cores among the cascade's trackers (which run side by side)."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 is installed by `make install`")
+    from deformact.io import read_frames
+    from deformact.pose import mediapipe_pose
+
+    frames = read_frames(shared_dir / "videos" / ONE, 640)[:8]
+    people = {}
+    for threads in (1, 2):
+        with mediapipe_pose.MediaPipePose(max_persons=1, threads=threads) as est:
+            people[threads] = [est(f) for f in frames]
+            config = est._trackers[0]._graph.text_config  # the option reached both models of the built graph
+            assert config.count(f"num_threads: {threads}") == 2
+    for a, b in zip(people[1], people[2]):
+        assert len(a) == len(b) == 1
+        np.testing.assert_allclose(a[0], b[0], atol=1e-3)
+    monkeypatch.setattr(mediapipe_pose.os, "sched_getaffinity", lambda _pid: set(range(2)))
+    assert [mediapipe_pose.default_threads(m) for m in (1, 2, 4)] == [2, 1, 1]
+    monkeypatch.setattr(mediapipe_pose.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert [mediapipe_pose.default_threads(m) for m in (1, 2, 4)] == [4, 4, 4]
