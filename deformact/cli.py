@@ -6,16 +6,18 @@ command runs, so ``deformact --help`` stays instant.
 
 Errors a user can cause are :class:`deformact.errors.DeformactError`; :func:`main` catches them
 here, once, and prints ``deformact <command>: error: <message>`` on one line (exit status 2).
-Anything else is a bug and keeps its traceback.
+Anything else is a bug and keeps its traceback. Under torchrun a config or checkpoint error is
+found alike by every process before any work: rank 0 alone prints it; other errors name their rank.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from deformact.errors import DeformactError
+from deformact.errors import CheckpointError, ConfigError, DeformactError
 
 # name -> (module, one-line help). Keep the order a user would follow.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -72,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(args) or 0)
     except DeformactError as e:
         message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", "0") or 0)
+        if rank == 0:
+            print(f"{prog}: error: {message}", file=sys.stderr)
+        elif not isinstance(e, (ConfigError, CheckpointError)):
+            print(f"{prog}: error (rank {rank}): {message}", file=sys.stderr)
         return int(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -63,3 +63,23 @@ def test_two_process_training_and_evaluation_equal_single_process(tmp_path):
     assert ddp.scores.argmax(1).tolist() == one.scores.argmax(1).tolist()
     assert float(np.mean(ddp.scores.argmax(1) == ddp.labels)) == trained["top1"]
     assert not (tmp_path / "ddp" / LOCK_NAME).exists()  # rank 0 held the run folder, and let it go
+
+
+def test_an_error_every_rank_finds_is_printed_once(tmp_path):
+    """A config error under torchrun: found by both processes before any work, printed by rank 0."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(train={"lrr": 1.0})))
+    proc = torchrun(2, "train", "-c", str(cfg), "--out", str(tmp_path / "run"))
+    assert proc.returncode != 0
+    assert proc.stderr.count("deformact train: error") == 1 and "train.lrr" in proc.stderr
+
+
+def test_other_errors_name_their_rank(tmp_path, monkeypatch, capsys):
+    from deformact import cli
+
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["prepare", "penn-action", str(tmp_path / "missing"), "-o", str(tmp_path / "p.pkl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deformact prepare: error (rank 1): ") and err.count("\n") == 1
+    assert cli.main(["train", "-c", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == ""  # a config error: rank 0 says it
