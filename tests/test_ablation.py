@@ -126,12 +126,15 @@ def test_a_run_made_before_an_option_existed_is_the_same_run(tmp_path):
     from deformact.engine.config import dump_config
     from deformact.tools.ablation import _same_config
 
-    cfg = row_config(load_config(CONFIG, TINY), ROWS[0], 0)
+    cfg = row_config(load_config(CONFIG, [*TINY, "train.offset_lr_mult=1.0"]), ROWS[0], 0)
     old = yaml.safe_load(dump_config(cfg))
     del old["train"]["offset_lr_mult"]  # an option added later, at its default
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert _same_config(tmp_path, cfg)
     old["train"]["lr"] = 0.5  # a real difference stays one
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert not _same_config(tmp_path, cfg)
+    old["train"].update(lr=cfg["train"]["lr"], offset_lr_mult=0.1)  # so does one from a non-default value
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert not _same_config(tmp_path, cfg)
     (tmp_path / "config.yaml").write_text("train: {lrr: 1}\n")  # not a valid config: not the same
