@@ -165,3 +165,23 @@ def test_explain_item_draws_the_points_and_scores_one_clip(tmp_path):
     assert (tmp_path / "points.png").stat().st_size > 10_000
     assert out["label"] == ds.class_names[ds[1]["label"]] and out["predicted"] in ds.class_names
     assert 0 <= out["attended_localisation"] <= 1 and 0 <= out["localisation"] <= 1
+
+
+def test_read_distances_known_points_and_a_new_model_reads_where_the_grid_reads():
+    from deformact.tools.objects_reads import measure, read_distances
+
+    track = torch.tensor([[[0.5, 0.5, 0.04], [0.2, 0.8, 0.04]]])  # 1 x T=2 x (x, y, r)
+    points = torch.tensor([[[[0.1, 0.5, 0.54], [0.1, 0.5, 0.7], [0.9, 0.8, 0.3], [float("nan")] * 3]]])
+    weights = torch.tensor([[0.5, 0.5, 0.0, 0.0]])  # B x P
+    nearest, weighted = read_distances(points, weights, track)
+    assert nearest.tolist() == pytest.approx([1.0])  # 0.04 away = one radius; the NaN anchor is left out
+    assert weighted.tolist() == pytest.approx([(1.0 + 5.0) / 2])  # 0.2 away = 5 radii
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=6, frames=8, image_size=64)
+    kw = dict(num_classes=12, frames=8, image_size=64, dim=32, heads=2, depth=2, search_anchors="joints")
+    torch.manual_seed(0)
+    grid = measure(deformact.build_model("demo", rgb_attention="grid", **kw), ds, batch_size=3)
+    torch.manual_seed(1)
+    deform = measure(deformact.build_model("demo", **kw), ds, batch_size=3)  # zero-initialized offsets
+    assert grid["clips"] == 6 and 0 < grid["nearest_median_r"] < 20
+    assert deform["nearest_median_r"] == pytest.approx(grid["nearest_median_r"], abs=1e-5)
+    assert deform["clips_with_a_read_within_1_r"] == grid["clips_with_a_read_within_1_r"]

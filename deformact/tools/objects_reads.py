@@ -1,0 +1,74 @@
+"""How close do a model's 3DTS reads come to the deciding object? (docs/RESULTS.md, "objects set").
+
+``localisation`` counts points within 1.5 object radii, which a wrist anchor beside the held
+object already satisfies; this measures the distance itself: per test clip, the last block's point
+nearest to the object's centre (in object radii, in the frame its time falls in), and the mean
+distance of the reads weighted by the CM tokens' attention to their keys.
+
+    python -m deformact.tools.objects_reads runs/ablation_objects/runs/full/seed0/last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def read_distances(points: torch.Tensor, weights: torch.Tensor, track: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``points`` B x G x P x 3 ((t, y, x) clip fractions, one block's ``sampling_locations``),
+    ``weights`` B x P (its ``sampling_weights``), ``track`` B x T x 3 -> (the nearest point's
+    distance to the object centre in object radii, the attention-weighted mean distance), each B.
+    Masked anchors (NaN points) are left out."""
+    b, g = points.shape[:2]
+    t = track.shape[1]
+    flat = points.reshape(b, -1, 3).float()
+    frame = (flat[..., 0].nan_to_num(0.0) * t).floor().clamp(0, t - 1).long()
+    obj = track.float().gather(1, frame[..., None].expand(-1, -1, 3))
+    dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1]) / obj[..., 2]
+    seen = flat.isfinite().all(-1)
+    nearest = dist.masked_fill(~seen, float("inf")).min(1).values
+    w = (weights.float()[:, None, :] / g).expand(b, g, -1).reshape(b, -1) * seen
+    weighted = (dist.nan_to_num(0.0) * w).sum(1) / w.sum(1).clamp_min(1e-12)
+    return nearest, weighted
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, dataset: Any, batch_size: int = 16) -> dict[str, float]:
+    """:func:`read_distances` of the last block over ``dataset`` (an objects test split), summarised."""
+    from deformact.engine.builders import model_inputs
+
+    model.eval()
+    nearest, weighted = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        _, maps = model(**model_inputs(batch, torch.device("cpu")), return_maps=True)
+        n, w = read_distances(maps["sampling_locations"][:, -1], maps["sampling_weights"][:, -1],
+                              batch["object_track"])
+        nearest.append(n)
+        weighted.append(w)
+    n, w = torch.cat(nearest), torch.cat(weighted)
+    return {"clips": len(n), "nearest_median_r": float(n.median()),
+            "clips_with_a_read_within_half_r": float((n <= 0.5).float().mean()),
+            "clips_with_a_read_within_1_r": float((n <= 1.0).float().mean()),
+            "attention_weighted_mean_r": float(w.mean())}
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    from deformact.engine.builders import build_dataset
+    from deformact.engine.checkpoint import load_checkpoint, read_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m deformact.tools.objects_reads")
+    parser.add_argument("ckpt", help="a checkpoint trained on the objects set (3DTS or grid)")
+    args = parser.parse_args(argv)
+    cfg = read_checkpoint(args.ckpt)["config"]
+    out = measure(load_checkpoint(args.ckpt), build_dataset(cfg["data"], "test", train=False))
+    print(json.dumps({k: round(v, 4) for k, v in out.items()}))
+    return out
+
+
+if __name__ == "__main__":
+    main()
