@@ -5,6 +5,8 @@
   :func:`iter_frames` and :func:`read_frames` (a whole video, resized), :func:`frame_to_rgb`
 * :mod:`deformact.io.video_read`: :func:`read_clip`, the frames at given indices (seeking)
 * :mod:`deformact.io.video_write`: :func:`write_video`, a video file or a folder of images
+* :mod:`deformact.io.staged`: :func:`staged`, a frame source and stages of work in threads of their
+  own (decoding beside pose estimation), results in order
 * :mod:`deformact.io.pyskl`: :func:`load_pyskl` (restricted unpickler: runs no code from the
   file) and :func:`save_pyskl`
 
