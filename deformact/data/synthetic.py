@@ -280,24 +280,13 @@ class SyntheticDataset(torch.utils.data.Dataset):
     """In-memory synthetic split (see the module docstring); same item layout as the pyskl dataset."""
 
     layout = "coco17"
+    title = "synthetic"  # names the set in error messages
+    min_image_size = 16
 
     def __init__(self, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
                  frames: int = 8, image_size: int = 64, seed: int = 0, num_classes: int = 12,
                  num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1,
                  feature: str = "joint", regenerate_every: int = 0) -> None:
-        self._setup(split, train, modality, feature, num_clips, regenerate_every)
-        self.class_names = class_names(num_classes)
-        self.num_classes = num_classes
-        self.skeleton = COCO17
-        n = int(num_train if split == "train" else num_test)
-        if n < 1 or frames < 1 or image_size < 16 or num_persons < 1 or self.num_clips < 1:
-            raise DataError("synthetic: counts, frames, num_persons >= 1 and image_size >= 16 required")
-        self._args = (n, int(seed), split, int(frames), int(image_size), num_classes, int(num_persons),
-                      self.num_clips)
-        self.data = self._load(0)
-
-    def _setup(self, split: str, train: bool | None, modality: str, feature: str, num_clips: int,
-               regenerate_every: int) -> None:
         from .pipeline import parse_modality
         from .pipeline.feature import check_feature
 
@@ -309,9 +298,19 @@ class SyntheticDataset(torch.utils.data.Dataset):
         self.use_rgb, self.use_pose = parse_modality(modality)
         self.split, self.modality = split, modality
         self.num_clips = 1 if (split == "train" or train) else int(num_clips)
+        self.class_names = class_names(num_classes)
+        self.num_classes = num_classes
+        self.skeleton = COCO17
+        n = int(num_train if split == "train" else num_test)
+        if n < 1 or frames < 1 or image_size < self.min_image_size or num_persons < 1 or self.num_clips < 1:
+            raise DataError(f"{self.title}: counts, frames, num_persons >= 1 and image_size >= "
+                            f"{self.min_image_size} required")
         # the test split is one fixed set: only training clips are regenerated
         self.regenerate_every = regenerate_every if split == "train" else 0
         self.round, self.num_skipped = 0, 0
+        self._args = (n, int(seed), split, int(frames), int(image_size), num_classes, int(num_persons),
+                      self.num_clips)
+        self.data = self._load(0)
 
     def _generate(self, round: int) -> dict[str, Any]:
         n, seed, split, frames, size, num_classes, persons, clips = self._args

@@ -37,7 +37,6 @@ import torch
 from deformact.errors import DataError
 
 from . import synthetic as syn
-from .skeletons import COCO17
 
 OBJECTS = (("disc", (0.92, 0.12, 0.10)), ("square", (0.12, 0.30, 0.98)), ("cross", (0.98, 0.86, 0.10)))
 NUM_CLASSES = len(syn.MOTIONS) * len(OBJECTS)
@@ -251,22 +250,16 @@ class SyntheticObjectsDataset(syn.SyntheticDataset):
     """In-memory split of the objects set (module docstring); items as the pyskl dataset's plus
     ``object_track`` (T x 3, ignored by the model); items are read as the demo set's."""
 
-    layout = "coco17"
+    title, min_image_size = "synthetic objects", 32
 
-    def __init__(self, *, split: str = "train", train: bool | None = None, modality: str = "rgb+pose",
-                 frames: int = 16, image_size: int = 112, seed: int = 0, num_classes: int = NUM_CLASSES,
-                 num_train: int = 1000, num_test: int = 400, num_persons: int = 2, num_clips: int = 1,
-                 feature: str = "joint", regenerate_every: int = 0) -> None:
-        self._setup(split, train, modality, feature, num_clips, regenerate_every)
+    def __init__(self, *, frames: int = 16, image_size: int = 112, num_classes: int = NUM_CLASSES,
+                 **kwargs: Any) -> None:
+        """The keywords of :class:`deformact.data.synthetic.SyntheticDataset`; 16 frames at 112² by
+        default, and always the 12 classes of :func:`class_names`."""
         if num_classes != NUM_CLASSES:
             raise DataError(f"the synthetic objects set has {NUM_CLASSES} classes, got num_classes={num_classes}")
-        self.class_names, self.num_classes, self.skeleton = class_names(), NUM_CLASSES, COCO17
-        n = int(num_train if split == "train" else num_test)
-        if n < 1 or frames < 1 or image_size < 32 or num_persons < 1 or self.num_clips < 1:
-            raise DataError("synthetic objects: counts, frames, num_persons >= 1 and image_size >= 32 required")
-        self._args = (n, int(seed), split, int(frames), int(image_size), NUM_CLASSES, int(num_persons),
-                      self.num_clips)
-        self.data = self._load(0)
+        super().__init__(frames=frames, image_size=image_size, num_classes=NUM_CLASSES, **kwargs)
+        self.class_names = class_names()
 
     def _generate(self, round: int) -> dict[str, Any]:
         n, seed, split, frames, size, _, persons, clips = self._args
@@ -277,18 +270,24 @@ class SyntheticObjectsDataset(syn.SyntheticDataset):
         return self.data["object_track"]
 
 
-def localisation_hits(points: torch.Tensor, track: torch.Tensor, radii: float = 1.5) -> torch.Tensor:
-    """Which 3DTS points lie near the deciding object: ``points`` B x ... x 3 ((t, y, x) clip
-    fractions, e.g. one block's ``sampling_locations``), ``track`` B x T x 3 (x, y, radius per frame)
-    -> bool B x ..., True where a point is within ``radii`` object radii of the object in the frame
-    its time falls in. A NaN point (a masked joint anchor) is never a hit; count the finite points
-    for the fraction."""
+def object_distances(points: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
+    """How far 3DTS points lie from the deciding object: ``points`` B x ... x 3 ((t, y, x) clip
+    fractions, e.g. one block's ``sampling_locations``), ``track`` B x T x 3 (x, y, radius per
+    frame) -> B x ..., the distance to the object's centre in the frame each point's time falls in,
+    in object radii; NaN for a NaN point (a masked joint anchor)."""
     b, t = track.shape[:2]
     flat = points.reshape(b, -1, 3).float()
     frame = (flat[..., 0].nan_to_num(0.0) * t).floor().clamp(0, t - 1).long()  # B x P
     obj = track.float().gather(1, frame[..., None].expand(-1, -1, 3))  # B x P x 3
-    dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1])
-    return (dist <= radii * obj[..., 2]).reshape(points.shape[:-1])
+    dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1]) / obj[..., 2]
+    return dist.reshape(points.shape[:-1])
+
+
+def localisation_hits(points: torch.Tensor, track: torch.Tensor, radii: float = 1.5) -> torch.Tensor:
+    """Which 3DTS points lie within ``radii`` object radii of the deciding object
+    (:func:`object_distances`) -> bool B x .... A NaN point (a masked joint anchor) is never a
+    hit; count the finite points for the fraction."""
+    return object_distances(points, track) <= radii
 
 
 def localisation(points: torch.Tensor, weights: torch.Tensor, track: torch.Tensor,

@@ -24,13 +24,11 @@ def read_distances(points: torch.Tensor, weights: torch.Tensor, track: torch.Ten
     ``weights`` B x P (its ``sampling_weights``), ``track`` B x T x 3 -> (the nearest point's
     distance to the object centre in object radii, the attention-weighted mean distance), each B.
     Masked anchors (NaN points) are left out."""
+    from deformact.data.synthetic_objects import object_distances
+
     b, g = points.shape[:2]
-    t = track.shape[1]
-    flat = points.reshape(b, -1, 3).float()
-    frame = (flat[..., 0].nan_to_num(0.0) * t).floor().clamp(0, t - 1).long()
-    obj = track.float().gather(1, frame[..., None].expand(-1, -1, 3))
-    dist = torch.hypot(flat[..., 2] - obj[..., 0], flat[..., 1] - obj[..., 1]) / obj[..., 2]
-    seen = flat.isfinite().all(-1)
+    dist = object_distances(points, track).flatten(1)  # B x (G P), NaN where an anchor is masked
+    seen = dist.isfinite()
     nearest = dist.masked_fill(~seen, float("inf")).min(1).values
     w = (weights.float()[:, None, :] / g).expand(b, g, -1).reshape(b, -1) * seen
     weighted = (dist.nan_to_num(0.0) * w).sum(1) / w.sum(1).clamp_min(1e-12)

@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from deformact.errors import VideoError
-from deformact.io.staged import staged
+from deformact.pose.base import PoseEstimator
 
 
 @dataclass
@@ -102,11 +102,9 @@ def iter_source(container: Any, source: str, max_side: int | None = 640) -> Iter
         raise VideoError(f"{source}: the stream died after {n} of {declared} declared frames (truncated file)")
 
 
-class ReplayEstimator:
+class ReplayEstimator(PoseEstimator):
     """Poses of one pyskl annotation, frame by frame, in place of a pose estimator (replaying
     extracted poses; coordinates scaled from the annotation's frame size to the frame given)."""
-
-    num_joints: int
 
     def __init__(self, *, annotation: Mapping[str, Any]) -> None:
         self.kp = np.asarray(annotation["keypoint"], np.float32)[..., :2]
@@ -122,11 +120,8 @@ class ReplayEstimator:
         return [np.concatenate([self.kp[m, i] * s, self.sc[m, i, :, None]], -1)
                 for m in range(self.kp.shape[0]) if self.sc[m, i].max() > 0]
 
-    def close(self) -> None:
-        pass
 
-
-def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[dict[str, Any]], None], *,
+def run_stream(model: nn.Module, source: str, estimator: PoseEstimator, emit: Callable[[dict[str, Any]], None], *,
                window: int, stride: int, max_windows: int | None = None, realtime: bool = False,
                max_persons: int | None = None, max_side: int | None = 640, timeout_s: float = 10.0) -> StreamStats:
     """Run ``model`` on ``source`` window by window, calling ``emit`` with one dict per window
@@ -200,8 +195,7 @@ def run_stream(model: nn.Module, source: str, estimator: Any, emit: Callable[[di
         return False
 
     # decoding and pose estimation side by side (PoseEstimator.stream); the answers keep frame order
-    stream = getattr(estimator, "stream", None)
-    people_of = stream(gate()) if stream is not None else staged(gate(), estimator)
+    people_of = estimator.stream(gate())
     start, img, done = time.perf_counter(), None, False
     try:
         for people in people_of:
