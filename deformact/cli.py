@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from deformact.errors import CheckpointError, ConfigError, DeformactError
 
@@ -48,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(prog: str):
+    """``warnings.formatwarning`` for the CLI: a warning (a counted skip, a note) reads as one
+    ``<prog>: warning: ...`` line, not Python's file:line header plus a source line. (Formatting
+    only, so ``warnings.catch_warnings(record=True)`` still records them.)"""
+    def fmt(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+        text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        return f"{prog}: warning: {text}\n"
+    return fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -70,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    saved, warnings.formatwarning = warnings.formatwarning, _one_line_warning(prog)
     try:
         return int(module.main(args) or 0)
     except DeformactError as e:
@@ -83,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = saved
 
 
 if __name__ == "__main__":

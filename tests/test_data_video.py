@@ -187,6 +187,7 @@ def test_video_must_fit_its_annotation(tmp_path, frames, size, message):
     root.mkdir()
     write_video(root / "clip00000.mp4", _index_video(40))  # 40 frames of 64 x 48
     ann = random_annotations(1, frames, img_shape=size[::-1], num_classes=1)[0]
+    ann["keypoint"] = np.clip(ann["keypoint"], 0, np.array(size, np.float32) - 1)  # joints inside the frame
     dd.save_pyskl({"annotations": [ann]}, tmp_path / "a.pkl")
     kw = {"type": "pyskl", "ann_file": str(tmp_path / "a.pkl"), "video_root": str(root), "frames": 4,
           "image_size": 32}

@@ -28,14 +28,27 @@ MAX_SCALE = 8.0
 SKIPPED_LABEL = -1
 
 
+def as_label(value: Any) -> int:
+    """A class label as an int: an integer, or a float with an integral value (2.0). Anything
+    else (1.7, "2", True, None) is a ``ValueError``: truncating or parsing it would train on a
+    label nobody wrote."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"needs an integer 'label', got {type(value).__name__} {value!r}")
+    if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"needs an integer 'label', got {value!r}")
+    return int(value)
+
+
 def check_contiguous_labels(labels: Sequence[Any], names: Sequence[str], where: str) -> int:
     """The class count of labels that declare none: they must run 0..K-1 without gaps. Raises a
     :class:`DataError` naming the first clip (``names[i]``, file order) whose label lies past
     the first missing one, e.g. a stray 99 in a 3-class set."""
-    try:
-        values = np.array([int(x) for x in labels], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: every annotation needs an integer 'label'") from None
+    values = np.empty(len(labels), dtype=np.int64)
+    for i, x in enumerate(labels):
+        try:
+            values[i] = as_label(x)
+        except ValueError as e:
+            raise DataError(f"{where}: annotation {i} ({names[i]}): {e}") from None
     if not len(values):
         return 0
     present = np.unique(values[values >= 0])
@@ -73,6 +86,29 @@ def media_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return _MEDIA[key]
 
 
+def frames_allowed(num_frames: int) -> tuple[int, int]:
+    """The frame counts (lo, hi) a video may have when its annotation says ``num_frames``: at most
+    ``FRAME_TOLERANCE`` fewer and max(``FRAME_TOLERANCE``, 5 %) more."""
+    more = max(FRAME_TOLERANCE, int(round(FRAME_TOLERANCE_FRACTION * num_frames)))
+    return num_frames - FRAME_TOLERANCE, num_frames + more
+
+
+# a joint more than this many frame sizes beyond the frame's edges is not a pose estimate but a
+# broken file (pixel coordinates written as normalized ones, or garbage): the clip is bad
+FAR_OFF_FRAMES = 1.0
+
+
+def far_off_joints(kp: np.ndarray, score: np.ndarray, img_shape: Sequence[int]) -> int:
+    """How many joints of ``kp`` (... x V x 2, pixels) that are finite and scored > 0 lie more
+    than ``FAR_OFF_FRAMES`` frame sizes outside the ``img_shape`` (h, w) frame."""
+    h, w = (float(s) for s in tuple(img_shape)[:2])
+    with np.errstate(invalid="ignore", over="ignore"):
+        x, y = kp[..., 0].astype(np.float64) / w, kp[..., 1].astype(np.float64) / h
+        seen = (score > 0) & np.isfinite(x) & np.isfinite(y)
+        off = (x < -FAR_OFF_FRAMES) | (x > 1 + FAR_OFF_FRAMES) | (y < -FAR_OFF_FRAMES) | (y > 1 + FAR_OFF_FRAMES)
+    return int((seen & off).sum())
+
+
 def _size_fits(w: int, h: int, aw: int, ah: int) -> bool:
     if abs(w - aw) <= SIZE_TOLERANCE_PX and abs(h - ah) <= SIZE_TOLERANCE_PX:
         return True
@@ -90,11 +126,10 @@ def check_media(path: str | os.PathLike, num_frames: int | None, img_shape: Sequ
     ``SIZE_TOLERANCE_PX`` per side), nor that size rotated, nor a uniformly scaled copy of it."""
     w, h, n = media_info(path)
     if num_frames:
-        more = max(FRAME_TOLERANCE, int(round(FRAME_TOLERANCE_FRACTION * num_frames)))
-        if n < num_frames - FRAME_TOLERANCE or n > num_frames + more:
+        lo, hi = frames_allowed(num_frames)
+        if not lo <= n <= hi:
             raise VideoError(f"{path}: the video has {n} frames but its annotation {num_frames} "
-                             f"(allowed: {num_frames - FRAME_TOLERANCE}..{num_frames + more}); RGB and pose "
-                             "would not line up")
+                             f"(allowed: {lo}..{hi}); RGB and pose would not line up")
     if img_shape is not None:
         ah, aw = (int(s) for s in tuple(img_shape)[:2])
         if w < 1 or h < 1 or not (_size_fits(w, h, aw, ah) or _size_fits(h, w, aw, ah)):

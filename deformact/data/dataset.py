@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from deformact.errors import DataError
 from deformact.io.pyskl import load_pyskl
 from deformact.io.video import count_frames, find_media
 
-from .checks import SKIPPED_LABEL, check_contiguous_labels
+from .checks import SKIPPED_LABEL, as_label, check_contiguous_labels, far_off_joints, frames_allowed
 from .labels import load_label_map
 from .pipeline import Compose, RankPersons, clip_pipeline, parse_modality
 from .sampling import segment_indices
@@ -109,10 +110,16 @@ class PysklDataset(torch.utils.data.Dataset):
         self.class_names = self._class_names(data, label_map, num_classes)
         self.num_classes = len(self.class_names)
         self.skeleton: Skeleton | None = get_skeleton(layout) if layout else None
-        checked = [self._check_ann(a, i) for i, a in enumerate(anns)]
-        del data, anns  # only the packed copy below is kept
-        self.layout = self.skeleton.name if self.skeleton else None
         self.left_out: list[str] = []
+        self._broken: list[str] = []  # clips whose joints lie far off the frame (skip_bad)
+        checked = [c for c in (self._check_ann(a, i) for i, a in enumerate(anns)) if c is not None]
+        del data, anns  # only the packed copy below is kept
+        if self._broken:
+            if not checked:
+                raise DataError(f"every clip of the split is bad, e.g. {self._broken[0]}")
+            warnings.warn(f"left out {len(self._broken)} clip(s) with joints far off the frame, e.g. "
+                          f"{self._broken[0]}", stacklevel=2)
+        self.layout = self.skeleton.name if self.skeleton else None
         self.anns = self._drop_unusable(ClipStore(checked), split)
         del checked
         release_free_memory()
@@ -130,7 +137,23 @@ class PysklDataset(torch.utils.data.Dataset):
         self._media: dict[str, Path] = {}
 
     # ----------------------------------------------------------------------------- build-time checks
+    def _by_frame_dir(self, anns: list) -> dict[str, dict]:
+        """``frame_dir`` -> annotation; two annotations with one name are an error (a split,
+        the scores and the video lookup all go by the name)."""
+        by_dir: dict[str, dict] = {}
+        for i, a in enumerate(anns):
+            if not isinstance(a, dict) or "frame_dir" not in a:
+                raise DataError(f"{self.ann_file}: annotation {i} has no 'frame_dir': {str(a)[:80]}")
+            name = str(a["frame_dir"])
+            if name in by_dir:
+                first = next(j for j, b in enumerate(anns) if str(b["frame_dir"]) == name)
+                raise DataError(f"{self.ann_file}: annotations {first} and {i} share frame_dir {name!r}; "
+                                "every clip needs its own name")
+            by_dir[name] = a
+        return by_dir
+
     def _select_split(self, data: dict, anns: list, split: str | None) -> list:
+        by_dir = self._by_frame_dir(anns)  # checked with or without a split
         if split is None:
             return anns
         splits = data.get("split")
@@ -142,11 +165,11 @@ class PysklDataset(torch.utils.data.Dataset):
         names = list(splits[split])
         if not names:
             raise DataError(f"{self.ann_file}: split {split!r} is empty")
-        by_dir = {}
-        for a in anns:
-            if not isinstance(a, dict) or "frame_dir" not in a:
-                raise DataError(f"{self.ann_file}: annotation without 'frame_dir': {str(a)[:80]}")
-            by_dir[a["frame_dir"]] = a
+        twice = {n for n, c in Counter(map(str, names)).items() if c > 1}
+        if twice:
+            raise DataError(f"{self.ann_file}: split {split!r} lists {len(twice)} clip(s) more than once, "
+                            f"e.g. {sorted(twice)[:3]}; each clip would be counted twice")
+        names = [str(n) for n in names]
         missing = [n for n in names if n not in by_dir]
         if missing:
             raise DataError(f"{self.ann_file}: split {split!r} lists {len(missing)} clip(s) with no annotation, "
@@ -169,7 +192,7 @@ class PysklDataset(torch.utils.data.Dataset):
             raise DataError(f"{where}: {first} shows nobody (no frame has a joint with a finite position "
                             f"and score > 0; {len(bad)} such clip(s)); fix the file or set data.skip_bad: true "
                             "to leave them out (counted)")
-        self.left_out = [str(store.frame_dir[i]) for i in bad]
+        self.left_out += [str(store.frame_dir[i]) for i in bad]
         warnings.warn(f"{where}: left out {len(bad)} clip(s) that show nobody, e.g. {first}", stacklevel=3)
         return store.subset(usable)
 
@@ -194,14 +217,16 @@ class PysklDataset(torch.utils.data.Dataset):
             return [str(n) for n in stored]
         return [str(i) for i in range(int(num_classes))]
 
-    def _check_ann(self, a: Any, i: int) -> dict:
+    def _check_ann(self, a: Any, i: int) -> dict | None:
         where = f"{self.ann_file}: annotation {i} ({a.get('frame_dir', '?') if isinstance(a, dict) else '?'})"
         if not isinstance(a, dict) or "frame_dir" not in a:
             raise DataError(f"{where}: not a dict with 'frame_dir'")
+        if "label" not in a:
+            raise DataError(f"{where}: no 'label'")
         try:
-            label = int(a["label"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{where}: missing or non-integer 'label'") from None
+            label = as_label(a["label"])
+        except ValueError as e:
+            raise DataError(f"{where}: {e}") from None
         if not 0 <= label < self.num_classes:
             raise DataError(f"{where}: label {label} out of range [0, {self.num_classes})")
         total = a.get("total_frames")
@@ -245,6 +270,21 @@ class PysklDataset(torch.utils.data.Dataset):
             raise DataError(f"{where}: keypoint has no frames")
         if "img_shape" not in out:
             raise DataError(f"{where}: needs 'img_shape' (h, w) to normalize the keypoints")
+        if total:
+            lo, hi = frames_allowed(int(total))
+            if not lo <= kp.shape[1] <= hi:
+                raise DataError(f"{where}: keypoint has {kp.shape[1]} frames but total_frames says {total} "
+                                f"(allowed: {lo}..{hi}); the poses do not belong to this clip's frames")
+        far = far_off_joints(kp, score, out["img_shape"])
+        if far:
+            h, w = out["img_shape"]
+            msg = (f"{where}: {far} joint(s) lie more than a frame size outside the {w}x{h} frame "
+                   "(img_shape); the keypoints are not in this frame's pixels")
+            if not self.skip_bad:
+                raise DataError(msg + "; fix the file or set data.skip_bad: true to leave such clips out (counted)")
+            self._broken.append(msg)
+            self.left_out.append(out["frame_dir"])
+            return None
         out["keypoint"] = kp
         out["keypoint_score"] = score
         return self._rank(out)  # people ranked once, here, not per item

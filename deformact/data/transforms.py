@@ -87,9 +87,11 @@ def random_resized_box(region: tuple[float, float, float, float], img_wh: tuple[
 def crop_pose(kp: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """Normalized frame coordinates -> coordinates relative to ``box`` (in place on a float copy)."""
     x0, y0, x1, y1 = box
+    # a box that collapsed to a line (one joint, or coordinates so large that float32 padding is
+    # lost in rounding) keeps a tiny width instead of dividing by zero
     out = np.empty_like(kp)
-    out[..., 0] = (kp[..., 0] - x0) * (1.0 / (x1 - x0))
-    out[..., 1] = (kp[..., 1] - y0) * (1.0 / (y1 - y0))
+    out[..., 0] = (kp[..., 0] - x0) * (1.0 / max(x1 - x0, 1e-6))
+    out[..., 1] = (kp[..., 1] - y0) * (1.0 / max(y1 - y0, 1e-6))
     return out
 
 

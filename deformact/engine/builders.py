@@ -91,6 +91,23 @@ def check_backbone_weights(path: str | Path) -> None:
         raise CheckpointError(f"model.backbone_weights: {path} is not a state dict (names -> tensors)")
 
 
+def check_splits(train_set: Dataset, eval_set: Dataset) -> None:
+    """Splits a run can learn from and be judged on (docs/FAILURES.md, "Data"): at least two
+    classes, and no clip in both the training and the test split (a test on training clips
+    measures memory, not recognition)."""
+    k = int(getattr(train_set, "num_classes", 2))
+    if k < 2:
+        raise ConfigError(f"the data has {k} class(es); a classifier needs at least 2 (declare them with "
+                          "data.num_classes or data.label_map if the file holds only some)")
+    if not callable(getattr(train_set, "video_names", None)) or not callable(getattr(eval_set, "video_names", None)):
+        return
+    both = sorted(set(video_names(train_set, "train")) & set(video_names(eval_set, "test")))
+    if both:
+        names = (getattr(train_set, "split", "train"), getattr(eval_set, "split", "test"))
+        raise ConfigError(f"{len(both)} clip(s) are in both the training split {names[0]!r} and the test split "
+                          f"{names[1]!r}, e.g. {both[:3]}; a test on training clips measures nothing")
+
+
 def video_names(dataset: Dataset, split: str = "test") -> list[str]:
     """One name per item, in dataset order: the annotations' ``frame_dir`` (pyskl), a dataset's own
     ``video_names()``, else ``<kind>_<split>_<index>`` (e.g. ``synthetic_test_00007``)."""

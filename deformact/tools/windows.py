@@ -111,9 +111,17 @@ def _window_rgb_step(image_size: int) -> Any:
 
 
 def persons_found(ann: Mapping[str, Any]) -> int:
-    """People (tracks) of an annotation seen in at least one frame."""
-    score = np.asarray(ann.get("keypoint_score", np.zeros((0, 0, 0))))
-    return int((np.nan_to_num(score).reshape(score.shape[0], -1) > 0).any(1).sum()) if score.size else 0
+    """People (tracks) of an annotation seen in at least one frame: a joint with a finite position
+    and a finite score > 0, the rule the datasets use (:meth:`deformact.data.store.ClipStore.usable`)."""
+    score = np.asarray(ann.get("keypoint_score", np.zeros((0, 0, 0))), dtype=np.float64)
+    if not score.size:
+        return 0
+    seen = np.isfinite(score) & (np.nan_to_num(score) > 0)
+    kp = ann.get("keypoint")
+    if kp is not None:
+        kp = np.asarray(kp, dtype=np.float64)
+        seen &= np.isfinite(kp[..., :2]).all(-1)
+    return int(seen.reshape(score.shape[0], -1).any(1).sum())
 
 
 class WindowPredictor:
