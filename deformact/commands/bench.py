@@ -9,8 +9,9 @@ clips/s through ``--workers`` processes, optionally a real video with ``--real-v
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from deformact.io import jsonout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
                          accuracy_epochs=args.accuracy_epochs)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        args.json.write_text(jsonout.dumps(result, what=str(args.json), indent=1))
         print(f"wrote {args.json}")
     if args.plot:
         print(f"wrote {plot_time_vs_frames(result, args.plot)}")

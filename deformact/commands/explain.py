@@ -51,13 +51,14 @@ def main(args: argparse.Namespace) -> int:
 
 def _add_persons_found(out: str, found: int) -> None:
     """Record the number of people seen in explain.json (rewritten atomically)."""
-    import json
     from pathlib import Path
 
+    from deformact.io import jsonout
     from deformact.tools.outpaths import atomic_output
+    from deformact.viz.explain import NAN_MEANS_UNDEFINED
 
     path = Path(out) / "explain.json"
-    data = json.loads(path.read_text())
+    data = jsonout.loads(path.read_text())
     data["persons_found"] = found
     with atomic_output(path, "explain.json") as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(jsonout.dumps(data, what=str(path), indent=1, null_under=NAN_MEANS_UNDEFINED))

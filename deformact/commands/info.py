@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from deformact.io import jsonout
 from deformact.models import list_presets
 
 
@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     report = model_report(model, depth=args.depth)
     if args.backbones:
         report["backbones"] = backbone_table(config)
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    print(jsonout.dumps(report, indent=1) if args.json else format_report(report))
     if args.backbones and not args.json:
         print(f"\n{'backbone':10s} {'params':>10s} {'GFLOPs':>8s} {'fwd+bwd ms (8 clips)':>22s}")
         for row in report["backbones"]:

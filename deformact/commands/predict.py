@@ -11,7 +11,6 @@ Output paths are checked before any work and never overwrite an input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -87,10 +86,12 @@ def main(args: argparse.Namespace) -> int:
     top5 = pred.top(5)
     found = pred.persons_found
     if args.json:
+        from deformact.io.jsonout import dumps
+
         out = {"top5": top5, "persons_found": found}
         if windows is not None:
             out["windows"] = windows
-        print(json.dumps(out))
+        print(dumps(out, what="predict --json"))
     else:
         print_text(pred, top5, found, windows, total)
     log = sys.stderr if args.json else sys.stdout

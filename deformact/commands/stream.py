@@ -10,7 +10,6 @@ is one error line on stderr, and the lines printed before it stay valid JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 PROG = "deformact stream"
@@ -35,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from deformact.errors import InferenceError
+    from deformact.io import jsonout
     from deformact.tools.inference import load_model, one_line_warnings
     from deformact.tools.poses import make_estimator
     from deformact.tools.stream import ReplayEstimator, open_source, replay_annotation, run_stream
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         est = make_estimator(args.estimator, args.max_persons or model.config.num_persons)
 
     def emit(line: dict) -> None:
-        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.write(jsonout.dumps(line, what="stream JSON line") + "\n")
         sys.stdout.flush()
 
     try:

@@ -4,14 +4,21 @@ A checkpoint is a plain dict saved with ``torch.save`` and read back with
 ``torch.load(weights_only=True)``, so loading one never runs code from the file:
 ``{"format", "version", "model", "config", "class_names", "epoch", "step", "optimizer",
 "scheduler", "scaler", "ema", "rng", "history", "best", ...}``.
+
+Before a file is unpickled its zip members' CRC-32s are checked (torch itself does not check
+them, so a flipped bit inside tensor data would load), and after it every floating tensor of its
+weights and optimizer state must be finite (docs/FAILURES.md, "Checkpoints and weights").
 """
 
 from __future__ import annotations
 
 import random
 import re
+import struct
 import warnings
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,7 @@ import torch
 from torch import nn
 
 from deformact.engine import outputs
-from deformact.errors import CheckpointError
+from deformact.errors import CheckpointError, ConfigError
 from deformact.io.atomic import atomic_path
 
 FORMAT = "deformact-checkpoint"
@@ -66,8 +73,62 @@ def load_failure(e: BaseException) -> str:
     return reason[:200]
 
 
+class CorruptArchive(Exception):
+    """A torch zip file whose member does not match its recorded CRC-32 (or header); the message
+    reads ``corrupt (CRC mismatch in member 'archive/data/3')``."""
+
+    def __init__(self, member: str, why: str = "CRC mismatch") -> None:
+        super().__init__(f"corrupt ({why} in member {member!r})")
+        self.member = member
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+
+
+def verify_archive(path: Path) -> None:
+    """:class:`CorruptArchive` unless every member of the torch zip file at ``path`` matches the
+    CRC-32 its central directory records. Reads the file once, in chunks (a few ms for a demo checkpoint).
+
+    Files that are not zip archives (legacy torch files, garbage, truncated ones) and archives
+    written with torch's CRCs switched off (every CRC 0) are left to ``torch.load`` to judge."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # a directory zipfile cannot read: torch.load reports the file as unreadable
+    if not any(i.CRC for i in infos if i.file_size):
+        return
+    with open(path, "rb") as f:
+        for info in infos:
+            f.seek(info.header_offset)
+            head = f.read(_LOCAL_HEADER.size)
+            if len(head) < _LOCAL_HEADER.size or head[:4] != b"PK\x03\x04":
+                raise CorruptArchive(info.filename, "a damaged header")
+            name_len, extra_len = _LOCAL_HEADER.unpack(head)[1:]
+            f.seek(name_len + extra_len, 1)
+            if info.compress_type == zipfile.ZIP_STORED:  # what torch writes
+                crc, size, left = 0, 0, info.compress_size
+                while left > 0:
+                    chunk = f.read(min(left, 1 << 23))
+                    if not chunk:
+                        break
+                    crc, size, left = zlib.crc32(chunk, crc), size + len(chunk), left - len(chunk)
+            else:  # a compressed member (not torch's): inflate it
+                try:
+                    body = zlib.decompress(f.read(info.compress_size), -15)
+                except zlib.error:
+                    raise CorruptArchive(info.filename, "damaged compressed data") from None
+                crc, size = zlib.crc32(body), len(body)
+            if size != info.file_size or crc != info.CRC:
+                raise CorruptArchive(info.filename)
+
+
 def safe_torch_load(path: Path, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` (never runs code from the file) without torch's warnings."""
+    """``torch.load(weights_only=True)`` (never runs code from the file) without torch's warnings,
+    after :func:`verify_archive` (:class:`CorruptArchive` when a member's CRC-32 is wrong)."""
+    verify_archive(Path(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -78,13 +139,58 @@ def _is_state_dict(obj: Any) -> bool:
                                             for k, v in obj.items())
 
 
+def _float_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every floating tensor in nested dicts and lists (an optimizer state is)."""
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() or value.is_complex():
+                yield name, value
+        elif isinstance(value, Mapping | list | tuple):
+            yield from _float_tensors(value, f"{name}.")
+
+
+def _non_finite(tree: Any) -> tuple[str, int] | None:
+    """(name, count) of the first floating tensor in ``tree`` that holds NaN or inf, else ``None``.
+
+    A tensor's sum is finite only if all its values are (NaN and inf propagate), and summing is far
+    cheaper than ``isfinite``; only when a sum is not finite (a damaged tensor, or an overflow) are
+    the values counted one by one."""
+    tensors = list(_float_tensors(tree))
+    sums: dict[tuple, list[torch.Tensor]] = {}
+    for _, t in tensors:
+        sums.setdefault((t.dtype, t.device), []).append(t.sum())
+    if all(bool(torch.isfinite(torch.stack(group)).all()) for group in sums.values()):
+        return None
+    for name, t in tensors:
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            return name, bad
+    return None
+
+
+def check_finite(ckpt: Mapping[str, Any], path: str | Path) -> None:
+    """CheckpointError naming the first weight (model, EMA) or optimizer state tensor of ``ckpt``
+    that holds NaN or inf: such a file loads, but predicts NaN (docs/FAILURES.md)."""
+    for key, what in (("model", "weight"), ("ema", "EMA weight"), ("optimizer", "optimizer state")):
+        if isinstance(ckpt.get(key), Mapping):
+            found = _non_finite(ckpt[key])
+            if found:
+                raise CheckpointError(f"{path}: {what} {found[0]!r} holds {found[1]} non-finite values (nan/inf); "
+                                      "the checkpoint is damaged")
+
+
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a deformact checkpoint dict safely; clear :class:`CheckpointError` otherwise."""
+    """Load a deformact checkpoint dict safely; clear :class:`CheckpointError` otherwise (also for
+    a member whose CRC-32 is wrong and for weights that are not finite)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = safe_torch_load(path, map_location)
+    except CorruptArchive as e:
+        raise CheckpointError(f"{path}: checkpoint is {e}") from None
     except Exception as e:  # torch raises several types for truncated / foreign / unsafe files
         raise CheckpointError(
             f"{path}: not a readable checkpoint (corrupt, truncated or not a torch file): {load_failure(e)}"
@@ -100,6 +206,7 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         if (key == "model" or ckpt.get(key) is not None) and not _is_state_dict(ckpt[key]):
             raise CheckpointError(f"{path}: its {key!r} entry is not a state dict (names -> tensors) but "
                                   f"{type(ckpt[key]).__name__}")
+    check_finite(ckpt, path)
     return ckpt
 
 
@@ -193,3 +300,53 @@ def check_fits(path: str | Path, model_config: Mapping[str, Any], shapes: Mappin
                          f"({FIELD_SOURCE.get(key, 'data')})")
     if diffs:
         raise CheckpointError(f"{path} does not fit the test data: {'; '.join(diffs)}")
+
+
+# --- resuming with a config that differs from the checkpoint's run ---------------------------------
+
+# settings last.pt fixes: the optimizer state holds the learning rates, weight decay and momenta,
+# and the random streams continue from the saved ones, so a resumed run cannot change them
+# (docs/TRAINING.md, "Resume")
+FIXED_ON_RESUME = ("train.optimizer", "train.lr", "train.weight_decay", "train.offset_lr_mult", "train.betas",
+                   "train.momentum", "train.nesterov", "seed")
+# settings a resumed run takes from the new config, changing what it computes (every model.* too)
+APPLIED_ON_RESUME = ("train.batch_size", "train.warmup_epochs", "train.min_lr", "train.label_smoothing",
+                     "train.clip_grad", "train.ema")
+_MISSING = object()
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    holder = config.get(section) if section else config
+    return holder.get(name, _MISSING) if isinstance(holder, Mapping) else _MISSING
+
+
+def _changed(saved: Mapping[str, Any], now: Mapping[str, Any], keys: Any) -> list[str]:
+    out = []
+    for key in keys:
+        old, new = _setting(saved, key), _setting(now, key)
+        if old is not _MISSING and new is not _MISSING and old != new:
+            out.append(f"{key} {new} (the checkpoint's run had {old})")
+    return out
+
+
+def resume_changes(path: str | Path, saved: Any, now: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """How the run config ``now`` differs from ``saved``, the one stored in the checkpoint at ``path``.
+
+    Returns the epochs change (``"epochs 20 (the checkpoint's run had 10)"`` or ``None``: extending a
+    run is legitimate) and the other settings the resumed run applies (:data:`APPLIED_ON_RESUME`,
+    any model field). A change to a setting the checkpoint fixes (:data:`FIXED_ON_RESUME`) would be
+    ignored, so it is a :class:`ConfigError` naming every one."""
+    if not isinstance(saved, Mapping):
+        return None, []
+    fixed = _changed(saved, now, FIXED_ON_RESUME)
+    if fixed:
+        raise ConfigError(f"{path} cannot be resumed with this config: {'; '.join(fixed)}; the optimizer state "
+                          "and random streams saved in it fix these, so set them back or start a new run in "
+                          "another --out")
+    models = [saved.get("model"), now.get("model")]
+    model_keys = sorted(set(models[0]) | set(models[1])) if all(isinstance(m, Mapping) for m in models) else []
+    applied = _changed(saved, now, [*APPLIED_ON_RESUME, *(f"model.{k}" for k in model_keys
+                                                          if k != "backbone_weights")])
+    epochs = _changed(saved, now, ["epochs"])
+    return (epochs[0] if epochs else None), applied

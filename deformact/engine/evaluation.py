@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from deformact.engine.metrics import Results, merge, summarize
 from deformact.engine.outputs import write_text
 from deformact.engine.runtime import autocast, show_progress
 from deformact.errors import DataError, TrainingError
+from deformact.io import jsonout
 
 PUBLIC_METRICS = ("top1", "top5", "mean_class_acc", "loss")
 
@@ -94,7 +94,7 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
 
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as indented JSON, written atomically (temp file + rename)."""
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_text(path, jsonout.dumps(obj, what=str(path), indent=2) + "\n")
 
 
 def write_scores(m: Mapping[str, Any], path: Path, names: Sequence[str], split: str, class_names: Sequence[str],

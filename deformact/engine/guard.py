@@ -132,7 +132,7 @@ class RunLock:
                     "started": datetime.datetime.now().isoformat(timespec="seconds")}
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, (json.dumps(mine) + "\n").encode())
+            os.write(fd, (json.dumps(mine, allow_nan=False) + "\n").encode())
             os.fsync(fd)
             self.fd = fd
             return self

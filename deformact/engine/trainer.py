@@ -14,8 +14,8 @@ computes, bit for bit on CPU.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +33,7 @@ from deformact.engine.checkpoint import (
     load_checkpoint,
     load_state,
     read_checkpoint,
+    resume_changes,
     save_checkpoint,
     set_rng_state,
 )
@@ -44,10 +45,11 @@ from deformact.engine.runtime import resolve_amp, seed_everything, set_determini
 from deformact.engine.schema import RunConfig
 from deformact.engine.step import train_step
 from deformact.errors import CheckpointError, ConfigError, TrainingError
+from deformact.io import jsonout
 
 
 def _write_lines(path: Path, records: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records), "log")
+    write_text(path, "".join(jsonout.dumps(r, what=str(path)) + "\n" for r in records), "log")
 
 
 class Trainer:
@@ -130,9 +132,13 @@ class Trainer:
         for key in ("optimizer", "scheduler", "scaler", "rng", "epoch", "step"):
             if key not in ckpt:
                 raise CheckpointError(f"{path}: has no {key!r}; only a last.pt can be resumed")
+        # a changed lr, seed, ... is an error; a changed epochs or batch size a note (docs/FAILURES.md)
+        epochs_change, applied = resume_changes(path, ckpt.get("config"), self.run_config)
         load_state(self.model, ckpt["model"], path)
         if self.ema is not None and ckpt.get("ema"):
             load_state(self.ema.module, ckpt["ema"], path, "EMA")
+        elif self.ema is not None:  # the run had no EMA: start it from the resumed weights, not the init
+            self.ema.load_state_dict(self.model.state_dict())
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -146,9 +152,38 @@ class Trainer:
         if len(rng) == self.ctx.world_size:
             set_rng_state(rng[self.ctx.rank], self.generator)
         else:  # different world size: the run goes on from rank 0's streams, not bit-identically
-            self.echo(f"note: {path} was written by {len(rng)} process(es), now {self.ctx.world_size}; "
+            self.note(f"note: {path} was written by {len(rng)} process(es), now {self.ctx.world_size}; "
                       "the resumed run will not repeat the original one exactly")
             set_rng_state(rng[0], self.generator)
+        if epochs_change or applied:
+            self.replan(path, epochs_change, applied)
+
+    def note(self, msg: str) -> None:
+        """One line on stderr (rank 0): something the user should know that is not an error."""
+        if self.ctx.is_main:
+            print(msg, file=sys.stderr, flush=True)
+
+    def replan(self, path: Path, epochs_change: str | None, applied: list[str]) -> None:
+        """After a resume with changed settings. The schedule's lambdas are not saved in last.pt but
+        built from the config, so the warm-up + cosine schedule follows the new epochs, batch size,
+        warm-up and min_lr from the resumed step on: the lr is set to the new plan's at once, and
+        the notes say what it was and what it is now."""
+        sched, groups = self.scheduler, self.optimizer.param_groups
+        before = groups[0]["lr"]
+        for group, base, lam in zip(groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * lam(sched.last_epoch)
+        after, epochs = groups[0]["lr"], self.config.epochs
+        if self.epoch >= epochs:
+            plan = f"{path} already holds {self.epoch} epochs, so none is trained"
+        else:
+            plan = (f"the LR schedule (warm-up + cosine) is re-planned over {epochs} epochs from step {self.step} "
+                    f"on: lr {before:.3g} -> {after:.3g}")
+        if epochs_change:
+            self.note(f"note: resuming with {epochs_change}; {plan}")
+        if applied:
+            replanned = "" if epochs_change or after == before else f"; {plan}"
+            self.note(f"note: resuming with changed settings: {', '.join(applied)}; the run goes on with them, "
+                      f"so it will not repeat the checkpoint's run exactly{replanned}")
 
     def save(self, path: Path, state: dict) -> None:
         if self.ctx.is_main:

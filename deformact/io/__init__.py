@@ -9,6 +9,9 @@
   own (decoding beside pose estimation), results in order
 * :mod:`deformact.io.pyskl`: :func:`load_pyskl` (restricted unpickler: runs no code from the
   file) and :func:`save_pyskl`
+* :mod:`deformact.io.jsonout`: :func:`~deformact.io.jsonout.dumps`, strict JSON for every JSON
+  file or line deformact writes (a NaN or inf is one error naming the output and the key, never
+  ``NaN`` in the file)
 
 Every failure is a :class:`deformact.errors.VideoError` or :class:`deformact.errors.DataError`
 naming the file. Submodules load lazily (PyAV only when a video is touched).

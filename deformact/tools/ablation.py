@@ -14,7 +14,6 @@ Finished runs are reused when their config is unchanged, so an interrupted ablat
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import yaml
 
 from deformact.engine.config import apply_overrides, dump_config, validate_config
 from deformact.errors import ConfigError, DeformactError
+from deformact.io import jsonout
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def finished_metrics(cfg: Mapping[str, Any], run_dir: Path) -> dict | None:
     if not (metrics_file.is_file() and _same_config(run_dir, cfg)):
         return None
     try:
-        return json.loads(metrics_file.read_text())
+        return jsonout.loads(metrics_file.read_text())
     except (OSError, ValueError):
         return None
 
@@ -127,7 +127,7 @@ def train_row(cfg: Mapping[str, Any], run_dir: Path, echo: Callable[[str], None]
     tic = time.perf_counter()
     metrics = run(cfg, run_dir, resume=resume, overwrite=not resume, echo=echo)
     metrics = {**metrics, "train_minutes": (time.perf_counter() - tic) / 60}
-    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics_file.write_text(jsonout.dumps(metrics, what=str(metrics_file), indent=2) + "\n")
     return metrics
 
 
@@ -216,7 +216,7 @@ def run_ablation(base: Mapping[str, Any], out_dir: str | Path, seeds: Sequence[i
     summary = {"base_config": copy.deepcopy(base), "seeds": seeds, "rows": results,
                "torch_threads": torch.get_num_threads(), "code": code}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "ablation.json").write_text(jsonout.dumps(summary, what=str(out / "ablation.json"), indent=2) + "\n")
     (out / "ablation.md").write_text(format_table(summary))
     echo(f"[ablate] wrote {out / 'ablation.json'} and {out / 'ablation.md'}")
     return summary

@@ -46,7 +46,7 @@ def write_in_child(path: str | os.PathLike, num_clips: int = NTU60_CLIPS, seed: 
     """:func:`write_ntu_scale_file` in a fresh process, so that the generator's garbage does not
     count in the memory measured here."""
     code = ("import json, sys\nfrom deformact.tools.data_scale import write_ntu_scale_file\n"
-            "print(json.dumps(write_ntu_scale_file(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
+            "print(json.dumps(write_ntu_scale_file(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])), allow_nan=False))")
     out = subprocess.run([sys.executable, "-c", code, str(path), str(num_clips), str(seed)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

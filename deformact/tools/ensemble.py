@@ -10,7 +10,6 @@ classes; anything else is a :class:`~deformact.errors.DataError` naming the firs
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from deformact.errors import DataError
+from deformact.io import jsonout
 from deformact.io.atomic import write_text
 from deformact.io.scores import SCORES_FILE, RunScores, load_scores, save_scores
 
@@ -129,7 +129,7 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     from deformact.engine.plots import plot_confusion
 
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(out / "metrics.json", jsonout.dumps(metrics, what=str(out / "metrics.json"), indent=2) + "\n")
     plot_confusion(m["confusion"], list(ref.class_names), out / "confusion_matrix.png",
                    title=f"ensemble of {len(runs)}: top-1 {m['top1']:.3f} ({m['num_samples']} videos)")
     write_text(out / "per_class.md", per_class_table(np.asarray(m["confusion"]), ref.class_names))

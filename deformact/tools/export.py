@@ -100,8 +100,17 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 18, dynamic_bat
     return path
 
 
+def _non_finite(logits: np.ndarray) -> int:
+    return int(logits.size - np.isfinite(logits).sum())
+
+
 def check_onnx(model: nn.Module, path: str | Path, batch_sizes: Sequence[int] = (1, 3), seed: int = 1) -> float:
-    """Max |onnxruntime - PyTorch| of the logits on example inputs of the given batch sizes."""
+    """Max |onnxruntime - PyTorch| of the logits on example inputs of the given batch sizes.
+
+    NaN-safe: a NaN compares as neither larger nor smaller, so a max over differences would call
+    it 0. A non-finite PyTorch logit is an :class:`InferenceError` (the model itself is broken:
+    nothing to compare against); a non-finite onnxruntime logit where PyTorch's are finite is an
+    :class:`ExportError` (the graph computes something else) (docs/FAILURES.md)."""
     _require("onnxruntime")
     import onnxruntime as ort
 
@@ -114,7 +123,14 @@ def check_onnx(model: nn.Module, path: str | Path, batch_sizes: Sequence[int] = 
         with torch.no_grad():
             ref = model(**inputs).float().numpy()
         out = session.run(["logits"], {n: inputs[n].numpy() for n in feed_names})[0]
-        worst = max(worst, float(np.abs(out - ref).max()))
+        if _non_finite(ref):
+            raise InferenceError(f"the PyTorch model's logits hold {_non_finite(ref)} non-finite values (nan/inf) "
+                                 f"on example inputs of batch {b}; nothing to compare the ONNX file against")
+        if _non_finite(out):
+            raise ExportError(f"onnxruntime's logits from {path} hold {_non_finite(out)} non-finite values (nan/inf) "
+                              f"on example inputs of batch {b}, where PyTorch's are finite")
+        diff = float(np.abs(out - ref).max()) if out.size else 0.0
+        worst = diff if diff > worst else worst
     return worst
 
 

@@ -14,7 +14,6 @@ should stay near chance, 1/3).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deformact.io import jsonout
 from deformact.models.anchors import from_clip_fraction
 from deformact.models.backbone import RGBBackbone
 from deformact.models.deformable import trilinear_sample
@@ -73,7 +73,7 @@ def run_probe(*, read: str = "object", epochs: int = 2, num_train: int = 1000, n
                 right += int((logits(batch).argmax(-1) == batch["label"] % 3).sum())
         history.append({"epoch": epoch + 1, "object_top1": right / len(test),
                         "seconds": round(time.perf_counter() - start, 1)})
-        print(json.dumps(history[-1]), flush=True)
+        print(jsonout.dumps(history[-1]), flush=True)
     return {"read": read, "epochs": history}
 
 

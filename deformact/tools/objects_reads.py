@@ -11,11 +11,12 @@ distance of the reads weighted by the CM tokens' attention to their keys.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+
+from deformact.io import jsonout
 
 
 def read_distances(points: torch.Tensor, weights: torch.Tensor, track: torch.Tensor
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     cfg = read_checkpoint(args.ckpt)["config"]
     out = measure(load_checkpoint(args.ckpt), build_dataset(cfg["data"], "test", train=False))
-    print(json.dumps({k: round(v, 4) for k, v in out.items()}))
+    print(jsonout.dumps({k: round(v, 4) for k, v in out.items()}))
     return out
 
 

@@ -11,13 +11,14 @@ the one-person file with each model (live pose estimation, nothing dropped).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from deformact.io import jsonout
 
 
 def extraction_fps(video: Path, estimator: str, max_persons: int, max_side: int = 640) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def show(key: str, value: Any) -> None:
         out.setdefault(key, []).append(value)
-        print(key, json.dumps(value), flush=True)
+        print(key, jsonout.dumps(value, what=key), flush=True)
 
     if "extract" not in args.skip:
         show("extraction", extraction_fps(args.one, "mediapipe", 1))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "stream" not in args.skip:
             show("stream", {"modality": modality, **stream_factor(model, args.one)})
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+        args.json.write_text(jsonout.dumps(out, what=str(args.json), indent=1))
     return out
 
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,15 @@ import numpy as np
 import torch
 
 from deformact.data import RGB_MEAN, RGB_STD
+from deformact.io import jsonout
 
 from .draw import PERSON_COLORS, draw_skeleton
 
 BLOCK_COLORS = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000")
 GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# explain.json sections where NaN means "undefined" and is written null: the points of masked joint
+# anchors (docs/DESIGN.md, "joint anchors"); a NaN anywhere else is an error (docs/FAILURES.md)
+NAN_MEANS_UNDEFINED = ("sampling_locations",)
 
 
 def _figure(width: float, height: float):
@@ -276,7 +279,9 @@ def explain(prediction, out_dir: str | Path, checkpoint: str | None = None, max_
         plot_sampling_points(frames, loc, idx.tolist(), out / "sampling_points.png")
         pictures.append("sampling_points.png")
         info["sampling_locations"] = {"axes": "block x group x point x (t, y, x), fractions of the clip's "
-                                              "extent (0 = first frame's start / top / left edge, 1 = end)",
+                                              "extent (0 = first frame's start / top / left edge, 1 = end); null: "
+                                              "a masked joint anchor",
                                       "values": loc.round(5).tolist()}
-    (out / "explain.json").write_text(json.dumps(info, indent=1) + "\n")
+    (out / "explain.json").write_text(jsonout.dumps(info, what=str(out / "explain.json"), indent=1,
+                                                 null_under=NAN_MEANS_UNDEFINED) + "\n")
     return info
