@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-windows", type=int, help="stop after this many windows")
     parser.add_argument("--realtime", action="store_true",
                         help="keep up with the source: pace files at their frame rate, drop late frames")
+    parser.add_argument("--pose-frames", choices=["all", "sampled"], default="all",
+                        help="estimate poses on every frame (all, the default) or only on the frames the "
+                             "model samples from some window (sampled: about clip_len / stride of them)")
     parser.add_argument("--poses", help="replay this pyskl file's poses for SOURCE instead of estimating them")
     parser.add_argument("--estimator", default="mediapipe", help="pose estimator (default mediapipe)")
     parser.add_argument("--max-persons", type=int, help="people to track (default: the checkpoint's M)")
@@ -57,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
             stats = run_stream(model, args.source, est, emit, window=args.window,
                                stride=args.stride or max(1, args.window // 2), max_windows=args.max_windows,
                                realtime=args.realtime, max_persons=args.max_persons, max_side=args.max_side,
-                               timeout_s=args.timeout)
+                               timeout_s=args.timeout, pose_frames=args.pose_frames)
     finally:
         est.close()
     print(f"{PROG}: {stats.summary()}", file=sys.stderr)

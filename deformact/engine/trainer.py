@@ -27,7 +27,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from deformact.engine import dist
-from deformact.engine.builders import build_dataset, build_model_for, make_loader, video_names
+from deformact.engine.builders import build_dataset, build_model_for, check_splits, make_loader, video_names
 from deformact.engine.checkpoint import (
     get_rng_state,
     load_checkpoint,
@@ -72,6 +72,7 @@ class Trainer:
         self.eval_set = build_dataset(config.data, "test", train=False, num_clips=t.eval_clips)
         if len(self.train_set) == 0 or len(self.eval_set) == 0:
             raise ConfigError(f"empty split: {len(self.train_set)} train / {len(self.eval_set)} test samples")
+        check_splits(self.train_set, self.eval_set)
         self.class_names = [str(c) for c in self.train_set.class_names]
         self.num_classes = int(self.train_set.num_classes)
         self.model = build_model_for(config.model, self.train_set).to(dev)

@@ -45,13 +45,24 @@ class PoseEstimator(abc.ABC):
         self.reset()
         return list(self.stream(frames))
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    def stream(self, frames: Iterable[np.ndarray | None]) -> Iterator[list[np.ndarray] | None]:
         """The persons of every frame of ``frames``, in order: what ``self(frame)`` gives, while
         ``frames`` (a decoder) is read in a thread of its own (:func:`deformact.io.staged.staged`).
-        Estimators whose work splits into stages may run them side by side too."""
+        Estimators whose work splits into stages may run them side by side too. A ``None`` in
+        ``frames`` is a frame nobody needs estimated (``deformact stream --pose-frames sampled``):
+        it gives ``None`` and calls :meth:`skip`."""
         from deformact.io.staged import staged
 
-        return staged(frames, self)
+        return staged(frames, self._estimate_or_skip)
+
+    def _estimate_or_skip(self, frame: np.ndarray | None) -> list[np.ndarray] | None:
+        if frame is None:
+            self.skip()
+            return None
+        return self(frame)
+
+    def skip(self) -> None:  # noqa: B027 (optional hook)
+        """A frame of the video went by without being estimated (for estimators that count frames)."""
 
     def __enter__(self) -> PoseEstimator:
         return self

@@ -136,13 +136,17 @@ class MediaPipePose(PoseEstimator):
         return state[3]
 
     @staticmethod
-    def _start(frame: np.ndarray) -> tuple:
-        # (frame, the image tracker k sees, the paint, the people found so far)
+    def _start(frame: np.ndarray | None) -> tuple | None:
+        # (frame, the image tracker k sees, the paint, the people found so far); None: not estimated
+        if frame is None:
+            return None
         return frame, frame, tuple(int(v) for v in frame.reshape(-1, 3).mean(0)), []
 
-    def _stage(self, k: int, state: tuple) -> tuple:
+    def _stage(self, k: int, state: tuple | None) -> tuple | None:
         """Tracker k of the cascade on one frame: it sees the frame with the people found by
         trackers 0..k-1 painted out, and paints its own person out for tracker k + 1."""
+        if state is None:
+            return None
         frame, image, fill, people = state
         h, w = frame.shape[:2]
         res = self._trackers[k].process(image)
@@ -165,20 +169,24 @@ class MediaPipePose(PoseEstimator):
             paint_out(image, lm, fill)
         return frame, image, fill, people
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    def stream(self, frames: Iterable[np.ndarray | None]) -> Iterator[list[np.ndarray] | None]:
         """As ``[self(f) for f in frames]``, the same people, with the decoder and every tracker of
         the cascade in a thread of its own: tracker k works on frame t while tracker k - 1 works
         on frame t + 1 (each tracker still sees its frames in order, so its tracking is unchanged)."""
         from deformact.io.staged import staged
 
         frames = iter(frames)
-        first = next(frames, None)
-        if first is None:
+        for first in frames:  # frames not to estimate (None) before the first one give None
+            if first is not None:
+                break
+            yield None
+        else:
             return
         yield self(first)  # builds the graphs, whose start-up chatter is silenced, on the first frame
         stages = [partial(self._stage, k) for k in range(len(self._trackers))]
         try:
-            yield from (state[3] for state in staged(map(self._start, frames), *stages))
+            yield from (None if state is None else state[3]
+                        for state in staged(map(self._start, frames), *stages))
         finally:  # every thread has stopped here: the decoder can be closed from this one
             close = getattr(frames, "close", None)
             if close is not None:
