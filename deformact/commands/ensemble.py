@@ -31,8 +31,9 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deformact.tools.ensemble import ensemble, load_scores, search_weights
+    from deformact.tools.ensemble import check_ensemble_out, ensemble, load_scores, search_weights
 
+    check_ensemble_out(args.runs, args.out)  # before any score is read (docs/FAILURES.md)
     weights = parse_weights(args.weights, len(args.runs))
     if args.search_weights:
         weights, found = search_weights([load_scores(r) for r in args.runs])

@@ -2,7 +2,8 @@
 
 Writes joint_importance.png, temporal_attention.png, sampling_points.png, top5.png (those the
 model's modality has) and explain.json with the numbers behind them, for the checkpoint's
-centre test clip.
+centre test clip. An existing output in DIR is replaced only when an earlier ``deformact explain``
+wrote it there; an input never is (docs/FAILURES.md, "Which files an output may replace").
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ OUTPUTS = ("joint_importance.png", "temporal_attention.png", "sampling_points.pn
 
 def main(args: argparse.Namespace) -> int:
     from deformact.tools.inference import load_model, load_poses, one_line_warnings, predict_video
-    from deformact.tools.outpaths import check_output_dir
+    from deformact.tools.outpaths import check_output_dir, claim_outputs
     from deformact.viz.explain import explain
 
-    check_output_dir(args.out, OUTPUTS, [args.video, args.ckpt, args.poses, args.labels])
+    check_output_dir(args.out, OUTPUTS, [args.video, args.ckpt, args.poses, args.labels], kind="explain")
     model = load_model(args.ckpt, args.labels, args.device)
     poses = load_poses(args.poses) if args.poses else None
     with one_line_warnings(PROG):
         pred = predict_video(model, args.video, poses, estimator=args.estimator, return_maps=True, num_clips=1,
                              progress=not args.no_progress)
+    claim_outputs(args.out, OUTPUTS, "explain")
     info = explain(pred, args.out, checkpoint=str(args.ckpt))
     info["persons_found"] = pred.persons_found
     _add_persons_found(args.out, pred.persons_found)

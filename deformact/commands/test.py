@@ -18,9 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from deformact.engine import load_config, test
+    from deformact.engine.config import config_path
     from deformact.errors import ConfigError
 
     if args.clips is not None and args.clips < 1:
         raise ConfigError("--clips must be >= 1")
-    test(load_config(args.config, args.overrides), args.ckpt, args.out, num_clips=args.clips)
+    cfg = load_config(args.config, args.overrides)
+    test(cfg, args.ckpt, args.out, num_clips=args.clips, inputs=[("-c", config_path(args.config))])
     return 0

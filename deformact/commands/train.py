@@ -18,8 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from deformact.engine import load_config, run
     from deformact.engine.api import RUN_OUTPUTS
+    from deformact.engine.config import config_path
 
-    run(load_config(args.config, args.overrides), args.out, resume=args.resume)
+    cfg = load_config(args.config, args.overrides)
+    run(cfg, args.out, resume=args.resume, inputs=[("-c", config_path(args.config))])
     if os.environ.get("RANK", "0") == "0":
         print(f"outputs in {args.out}: {', '.join(RUN_OUTPUTS)}")
     return 0

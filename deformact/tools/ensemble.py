@@ -5,7 +5,9 @@ docs/RESULTS.md) trains one model per input feature and adds their class scores 
 from each run's ``scores.npz`` (:mod:`deformact.io.scores`).
 
 Runs are fused only when they scored the same videos of the same split with the same labels and
-classes; anything else is a :class:`~deformact.errors.DataError` naming the first mismatch.
+classes; anything else is a :class:`~deformact.errors.DataError` naming the first mismatch. The
+output folder is checked before any score is read: never an input run's folder, and it replaces
+only files an earlier ensemble wrote there (docs/FAILURES.md, "Which files an output may replace").
 """
 
 from __future__ import annotations
@@ -18,8 +20,23 @@ import numpy as np
 
 from deformact.errors import DataError
 from deformact.io import jsonout
-from deformact.io.atomic import write_text
+from deformact.io.atomic import check_outputs, record_outputs, write_text
 from deformact.io.scores import SCORES_FILE, RunScores, load_scores, save_scores
+
+ENSEMBLE_OUTPUTS = ("metrics.json", "confusion_matrix.png", "per_class.md", SCORES_FILE)
+
+
+def check_ensemble_out(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as the ensemble's folder, checked before any work and never created here: no
+    input run's folder (nor an input file), and no file there that an earlier ensemble did not write."""
+    from deformact.engine.outputs import check_out_dir
+
+    out = check_out_dir(out_dir)
+    runs = [Path(r) for r in run_dirs]
+    runs += [r.parent for r in runs if r.is_file()]  # a scores.npz given as a file: its run folder too
+    check_outputs(out, ENSEMBLE_OUTPUTS, [("one of the runs to fuse", r) for r in runs], kind="ensemble",
+                  error=DataError)
+    return out
 
 
 def check_compatible(runs: Sequence[RunScores]) -> None:
@@ -115,6 +132,7 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
              weights: Sequence[float] | None = None) -> dict:
     """Fuse the runs' saved scores; write ``metrics.json``, ``confusion_matrix.png``,
     ``per_class.md`` and the fused ``scores.npz`` (so ensembles can be fused again) to ``out_dir``."""
+    out = check_ensemble_out(run_dirs, out_dir)
     runs = [load_scores(r) for r in run_dirs]
     fused = fuse(runs, weights)
     ref = runs[0]
@@ -125,8 +143,8 @@ def ensemble(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                "num_samples": m["num_samples"], "split": ref.split,
                "weights": [1.0] * len(runs) if weights is None else [float(w) for w in weights],
                "runs": streams}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    record_outputs(out, ENSEMBLE_OUTPUTS, "ensemble", error=DataError)
     from deformact.engine.plots import plot_confusion
 
     write_text(out / "metrics.json", jsonout.dumps(metrics, what=str(out / "metrics.json"), indent=2) + "\n")
