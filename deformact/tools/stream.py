@@ -79,24 +79,18 @@ def open_source(source: str, timeout_s: float = 10.0) -> Any:
                           timeout=(timeout_s, timeout_s))
 
 
-def iter_source(container: Any, source: str, max_side: int | None = 640, fast: bool = True
-                ) -> Iterator[tuple[float, np.ndarray]]:
+def iter_source(container: Any, source: str, max_side: int | None = 640) -> Iterator[tuple[float, np.ndarray]]:
     """(presentation time in s, RGB frame at most ``max_side`` long) of every frame. A stream that
     fails, or a file that ends before the frames its header declares, raises :class:`VideoError`
-    after the frames it gave.
-
-    ``fast`` decodes for a live loop that shares the cores with the pose estimator: slice threads
-    instead of frame threads (no frames queued inside the decoder, less CPU) and no H.264/HEVC
-    deblocking filter (docs/PERFORMANCE.md, "Long videos and live sources": about 2.5 CPU-ms less
-    per 1080p frame; the estimated joints move by 0.1 px median, 0.3 px at the 95th percentile)."""
+    after the frames it gave."""
     import av
 
     from deformact.io import frame_to_rgb, output_size
 
     stream = container.streams.video[0]
-    stream.thread_type = "SLICE" if fast else "AUTO"
-    if fast:
-        stream.codec_context.options = {"skip_loop_filter": "all"}
+    # frame threads; slice threads without the deblocking filter (2.5 CPU-ms less per 1080p frame)
+    # did not raise the real-time factor (docs/PERFORMANCE.md), so the pixels stay exact
+    stream.thread_type = "AUTO"
     w, h = output_size(stream.codec_context.width, stream.codec_context.height, max_side)
     declared, n = int(stream.frames or 0), 0
     fps = float(stream.average_rate or 30.0)
