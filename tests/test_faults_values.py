@@ -159,3 +159,11 @@ def test_skip_warning_is_one_line(tmp_path):
     lines = [x for x in r.stderr.splitlines() if "far off" in x]
     assert len(lines) == 1 and lines[0].startswith("deformact train: warning: left out 1 clip(s)"), r.stderr
     assert "UserWarning" not in r.stderr and "warnings.warn" not in r.stderr
+
+
+def test_a_checkpoint_given_as_annotations_is_named_as_such(tmp_path):
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(2)}}, tmp_path / "best.pt")
+    with pytest.raises(dd.DataError, match=r"best\.pt: a zip archive \(a torch checkpoint\?\), not a pyskl pickle"):
+        dd.load_pyskl(tmp_path / "best.pt")

@@ -252,9 +252,12 @@ def load_pyskl(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: annotation file not found")
     try:
         with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # torch.save's format: a checkpoint given as annotations
+                raise DataError(f"{path}: a zip archive (a torch checkpoint?), not a pyskl pickle")
+            f.seek(0)
             return SafeUnpickler(_BoundedReader(f, os.fstat(f.fileno()).st_size)).load()
     except pickle.UnpicklingError as e:
-        raise DataError(f"{path}: unsafe or invalid pickle: {e}") from None
+        raise DataError(f"{path}: unsafe or invalid pickle: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise DataError(f"{path}: cannot read pickle (nested too deeply)") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
