@@ -265,6 +265,28 @@ def test_staged_cascade_gives_exactly_the_sequential_people(shared_dir):
             np.testing.assert_array_equal(p, q)
 
 
+def test_frames_left_out_pass_through_the_cascade_as_none(shared_dir):
+    """A None frame (stream --pose-frames sampled) comes out as None in its place, and the
+    frames estimated get exactly the people the frame-by-frame loop finds on those frames alone."""
+    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 is installed by `make install`")
+    from deformact.io import read_frames
+
+    frames = read_frames(shared_dir / "videos" / TWO, 640)[:24]
+    keep = [i % 4 == 2 for i in range(len(frames))]  # the first frames are left out too
+    with build_estimator("mediapipe", max_persons=2) as est:
+        seq = [est(f) for f, k in zip(frames, keep) if k]
+        est.reset()
+        piped = est.estimate(f if k else None for f, k in zip(frames, keep))
+    assert len(piped) == len(frames)
+    assert [p is None for p in piped] == [not k for k in keep]
+    got = [p for p in piped if p is not None]
+    assert len(got) == len(seq) == 6 and sum(len(p) for p in seq) >= 10
+    for a, b in zip(seq, got):
+        assert len(a) == len(b)
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p, q)
+
+
 def test_xnnpack_threads_change_the_speed_not_the_poses(shared_dir, monkeypatch):
     """The trackers' TFLite models on 2 XNNPACK threads find the same joints as on one; the
     default shares the cores among the cascade's trackers (which run side by side)."""
