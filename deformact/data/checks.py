@@ -98,15 +98,24 @@ def frames_allowed(num_frames: int) -> tuple[int, int]:
 FAR_OFF_FRAMES = 1.0
 
 
+def far_off_mask(kp: np.ndarray, score: np.ndarray, hw: np.ndarray) -> np.ndarray:
+    """Per joint of ``kp`` (N x V x 2 pixels, ``score`` N x V): scored > 0, finite, and more than
+    ``FAR_OFF_FRAMES`` frame sizes outside its frame; ``hw`` is (h, w), or one (h, w) per row (N x 2).
+    No division and no float64 copy: the bounds are scaled instead (NaN compares False)."""
+    hw = np.asarray(hw, np.float32).reshape(-1, 2)
+    h, w = hw[:, :1], hw[:, 1:]
+    x, y = kp[..., 0], kp[..., 1]
+    inf = np.float32(np.inf)
+    lo, hi = -FAR_OFF_FRAMES, 1 + FAR_OFF_FRAMES
+    off = (((x < lo * w) | (x > hi * w)) & (np.abs(x) < inf)) | (((y < lo * h) | (y > hi * h)) & (np.abs(y) < inf))
+    return off & (score > 0)
+
+
 def far_off_joints(kp: np.ndarray, score: np.ndarray, img_shape: Sequence[int]) -> int:
-    """How many joints of ``kp`` (... x V x 2, pixels) that are finite and scored > 0 lie more
-    than ``FAR_OFF_FRAMES`` frame sizes outside the ``img_shape`` (h, w) frame."""
-    h, w = (float(s) for s in tuple(img_shape)[:2])
-    with np.errstate(invalid="ignore", over="ignore"):
-        x, y = kp[..., 0].astype(np.float64) / w, kp[..., 1].astype(np.float64) / h
-        seen = (score > 0) & np.isfinite(x) & np.isfinite(y)
-        off = (x < -FAR_OFF_FRAMES) | (x > 1 + FAR_OFF_FRAMES) | (y < -FAR_OFF_FRAMES) | (y > 1 + FAR_OFF_FRAMES)
-    return int((seen & off).sum())
+    """How many joints of ``kp`` (... x V x 2, pixels) are scored > 0, finite and more than
+    ``FAR_OFF_FRAMES`` frame sizes outside the ``img_shape`` (h, w) frame."""
+    v = kp.shape[-2]
+    return int(far_off_mask(kp.reshape(-1, v, 2), score.reshape(-1, v), tuple(img_shape)[:2]).sum())
 
 
 def _size_fits(w: int, h: int, aw: int, ah: int) -> bool:

@@ -20,7 +20,7 @@ from deformact.errors import DataError
 from deformact.io.pyskl import load_pyskl
 from deformact.io.video import count_frames, find_media
 
-from .checks import SKIPPED_LABEL, as_label, check_contiguous_labels, far_off_joints, frames_allowed
+from .checks import SKIPPED_LABEL, as_label, check_contiguous_labels, frames_allowed
 from .labels import load_label_map
 from .pipeline import Compose, RankPersons, clip_pipeline, parse_modality
 from .sampling import segment_indices
@@ -111,14 +111,8 @@ class PysklDataset(torch.utils.data.Dataset):
         self.num_classes = len(self.class_names)
         self.skeleton: Skeleton | None = get_skeleton(layout) if layout else None
         self.left_out: list[str] = []
-        self._broken: list[str] = []  # clips whose joints lie far off the frame (skip_bad)
-        checked = [c for c in (self._check_ann(a, i) for i, a in enumerate(anns)) if c is not None]
+        checked = [self._check_ann(a, i) for i, a in enumerate(anns)]
         del data, anns  # only the packed copy below is kept
-        if self._broken:
-            if not checked:
-                raise DataError(f"every clip of the split is bad, e.g. {self._broken[0]}")
-            warnings.warn(f"left out {len(self._broken)} clip(s) with joints far off the frame, e.g. "
-                          f"{self._broken[0]}", stacklevel=2)
         self.layout = self.skeleton.name if self.skeleton else None
         self.anns = self._drop_unusable(ClipStore(checked), split)
         del checked
@@ -179,6 +173,7 @@ class PysklDataset(torch.utils.data.Dataset):
     def _drop_unusable(self, store: ClipStore, split: str | None) -> ClipStore:
         if not self.use_pose:
             return store
+        store = self._drop_far_off(store, split)
         usable = store.usable()
         if usable.all():
             return store
@@ -195,6 +190,27 @@ class PysklDataset(torch.utils.data.Dataset):
         self.left_out += [str(store.frame_dir[i]) for i in bad]
         warnings.warn(f"{where}: left out {len(bad)} clip(s) that show nobody, e.g. {first}", stacklevel=3)
         return store.subset(usable)
+
+    def _drop_far_off(self, store: ClipStore, split: str | None) -> ClipStore:
+        """Clips with a scored joint more than a frame size outside their ``img_shape``: keypoints
+        of another frame or garbage (docs/FAILURES.md, "Data"); an error, or left out with ``skip_bad``."""
+        far = store.far_off()
+        bad = np.flatnonzero(far)
+        if not len(bad):
+            return store
+        where = f"{self.ann_file}" + (f", split {split!r}" if split else "")
+        h, w = store.img_shape[bad[0]]
+        first = (f"annotation {bad[0]} ({store.frame_dir[bad[0]]}): {far[bad[0]]} joint(s) lie more than a frame "
+                 f"size outside the {w}x{h} frame (img_shape); the keypoints are not in this frame's pixels")
+        if not self.skip_bad:
+            raise DataError(f"{where}: {first}; {len(bad)} such clip(s); fix the file or set data.skip_bad: true "
+                            "to leave them out (counted)")
+        if len(bad) == len(store):
+            raise DataError(f"{where}: every clip of the split is bad, e.g. {first}")
+        self.left_out += [str(store.frame_dir[i]) for i in bad]
+        warnings.warn(f"left out {len(bad)} clip(s) with joints far off the frame of {where}, e.g. {first}",
+                      stacklevel=4)
+        return store.subset(far == 0)
 
     def _class_names(self, data: dict, label_map, num_classes: int | None) -> list[str]:
         if label_map is not None:
@@ -217,7 +233,7 @@ class PysklDataset(torch.utils.data.Dataset):
             return [str(n) for n in stored]
         return [str(i) for i in range(int(num_classes))]
 
-    def _check_ann(self, a: Any, i: int) -> dict | None:
+    def _check_ann(self, a: Any, i: int) -> dict:
         where = f"{self.ann_file}: annotation {i} ({a.get('frame_dir', '?') if isinstance(a, dict) else '?'})"
         if not isinstance(a, dict) or "frame_dir" not in a:
             raise DataError(f"{where}: not a dict with 'frame_dir'")
@@ -275,16 +291,6 @@ class PysklDataset(torch.utils.data.Dataset):
             if not lo <= kp.shape[1] <= hi:
                 raise DataError(f"{where}: keypoint has {kp.shape[1]} frames but total_frames says {total} "
                                 f"(allowed: {lo}..{hi}); the poses do not belong to this clip's frames")
-        far = far_off_joints(kp, score, out["img_shape"])
-        if far:
-            h, w = out["img_shape"]
-            msg = (f"{where}: {far} joint(s) lie more than a frame size outside the {w}x{h} frame "
-                   "(img_shape); the keypoints are not in this frame's pixels")
-            if not self.skip_bad:
-                raise DataError(msg + "; fix the file or set data.skip_bad: true to leave such clips out (counted)")
-            self._broken.append(msg)
-            self.left_out.append(out["frame_dir"])
-            return None
         out["keypoint"] = kp
         out["keypoint_score"] = score
         return self._rank(out)  # people ranked once, here, not per item

@@ -97,6 +97,29 @@ class ClipStore(Sequence):
         found = rows[self.start[1:]] - rows[self.start[:-1]]
         return (found > 0) | ~self.has_pose
 
+    def far_off(self, chunk: int = 1 << 18) -> np.ndarray:
+        """Per clip: how many of its joints lie far off its frame
+        (:func:`deformact.data.checks.far_off_mask`), in chunks of rows as :meth:`usable` reads.
+        A row is worth that per-joint test only when a coordinate's magnitude exceeds
+        ``FAR_OFF_FRAMES`` times the smallest frame width (x) or height (y) of the store, read
+        from the bits as :func:`_finite` does (no float16 arithmetic: real files have no such row)."""
+        from .checks import FAR_OFF_FRAMES, far_off_mask
+
+        counts = np.zeros(len(self), np.int64)
+        sized = self.img_shape[self.has_pose]
+        if not len(self.keypoint) or not len(sized):
+            return counts
+        limits = (FAR_OFF_FRAMES * sized[:, 1].min(), FAR_OFF_FRAMES * sized[:, 0].min())  # x, y
+        for a in range(0, len(self.keypoint), chunk):
+            kp = self.keypoint[a:a + chunk]
+            rows = np.flatnonzero((_beyond(kp[..., 0], limits[0]) | _beyond(kp[..., 1], limits[1])).any(-1))
+            if not len(rows):
+                continue
+            clip = np.searchsorted(self.start, a + rows, side="right") - 1  # the clip of each such row
+            n = far_off_mask(kp[rows], self.keypoint_score[a + rows], self.img_shape[clip]).sum(-1)
+            counts += np.bincount(clip, weights=n, minlength=len(self)).astype(np.int64)
+        return counts
+
     def subset(self, keep: np.ndarray) -> ClipStore:
         """The clips where ``keep`` (bool per clip) is set, in order."""
         return ClipStore([self[i] for i in np.flatnonzero(keep)])
@@ -110,6 +133,18 @@ def _finite(x: np.ndarray) -> np.ndarray:
     kind, exp = bits[x.dtype.itemsize]
     b = np.ascontiguousarray(x).view(kind)
     return (b & kind(exp)) != kind(exp)
+
+
+def _beyond(x: np.ndarray, limit: float) -> np.ndarray:
+    """``|x| > limit`` for finite IEEE floats, compared as bits (sign bit cleared): positive floats
+    order as their bit patterns do. NaN and inf are False (the "shows nobody" check judges them)."""
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
+        return np.isfinite(x) & (np.abs(x) > limit)
+    kind, exp = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}[
+        x.dtype.itemsize]
+    b = np.ascontiguousarray(x).view(kind) & (~kind(0) >> kind(1))  # |x|
+    t = np.array(limit, x.dtype).view(kind)
+    return (b > t) & (b < kind(exp))
 
 
 def release_free_memory() -> None:

@@ -238,7 +238,7 @@ def run_stream(model: nn.Module, source: str, estimator: PoseEstimator, emit: Ca
 
     # decoding and pose estimation side by side (PoseEstimator.stream); the answers keep frame order
     people_of = estimator.stream(gate())
-    start, img, done = time.perf_counter(), None, False  # frame_in reads start
+    start, img, done = time.perf_counter(), None, False
     try:
         for people in people_of:
             while not done:  # the dropped frames before this one, then this one
