@@ -142,6 +142,24 @@ def test_evaluate_reports_localisation():
     assert result["attended_localisation"] == pytest.approx(float(used), abs=1e-6)
 
 
+def test_motion_and_object_are_scored_apart():
+    from deformact.engine.evaluation import part_accuracies
+
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=6, frames=8, image_size=64)
+    labels = torch.tensor([0, 4, 8, 11])  # motion 0 / 1 / 2 / 3, object 0 / 1 / 2 / 2
+    pred = torch.tensor([1, 4, 5, 0])  # right motion + wrong object, right, wrong motion + right object, neither
+    scores = torch.nn.functional.one_hot(pred, 12).float()
+    assert part_accuracies(ds, scores, labels) == {"motion_acc": 0.5, "object_acc": 0.5}
+    assert part_accuracies(dd.build_dataset(type="synthetic", split="test", num_test=4), scores, labels) == {}
+    # through evaluate: the shares follow from the confusion matrix
+    m = evaluate(deformact.build_model("demo", num_classes=12, frames=8, image_size=64, dim=32, heads=2), ds,
+                 batch_size=3)
+    conf = torch.as_tensor(m["confusion"])  # rows: true class
+    motion = torch.arange(12) // 3
+    same = (motion[:, None] == motion[None]).float()
+    assert m["motion_acc"] == pytest.approx(float((conf * same).sum() / conf.sum()))
+
+
 def test_object_probe_reads_the_token_under_the_object():
     from deformact.tools.objects_probe import read_at_object, run_probe
 

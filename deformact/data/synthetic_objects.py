@@ -265,6 +265,13 @@ class SyntheticObjectsDataset(syn.SyntheticDataset):
         n, seed, split, frames, size, _, persons, clips = self._args
         return generate(n, seed, split, frames, size, persons, clips, rgb=self.use_rgb, round=round)
 
+    def label_parts(self) -> dict[str, np.ndarray]:
+        """The two halves of a label (label = motion * 3 + object), each as a class -> part map:
+        ``deformact test`` scores them apart (``motion_acc``, ``object_acc``), so a model that
+        has the motion but guesses the object shows it."""
+        labels = np.arange(NUM_CLASSES)
+        return {"motion": labels // len(OBJECTS), "object": labels % len(OBJECTS)}
+
     def object_tracks(self) -> np.ndarray:
         """The deciding object of every item: n x clips x T x 3 (x, y, radius; frame fractions)."""
         return self.data["object_track"]

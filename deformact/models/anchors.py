@@ -71,3 +71,22 @@ class AnchorSearch(nn.Module):
             return ref
         feat = rearrange(self.offset_net(tokens), "b q (g c) -> (b g) q c", g=self.groups)
         return torch.addcmul(ref, self.offset_out(feat).tanh(), cell.to(ref.dtype) * self.offset_range)
+
+
+class JointRGB(nn.Module):
+    """The RGB read at each joint's anchor, added to that joint's pose token (``joint_rgb``; ours,
+    docs/DESIGN.md, "joint RGB"): the pose stream, which knows which hand moves, also sees what is
+    under it. Zero-initialized, so a new model is the anchored model without it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm, self.proj = nn.LayerNorm(dim), nn.Linear(dim, dim)
+        self.proj.zero_init = True  # kept at zero by the model's weight init too
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, p: Tensor, reads: Tensor, valid: Tensor) -> Tensor:
+        """p: pose tokens B x T' x (M V) x D, reads B x (T' M V) x D, valid B x (T' M V) -> p plus
+        the projected reads of the joints seen (an unseen joint's anchor reads nothing useful)."""
+        add = self.proj(self.norm(reads)) * valid[..., None].to(reads.dtype)
+        return p + add.view_as(p)

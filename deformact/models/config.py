@@ -71,6 +71,9 @@ class ModelConfig:
     # where 3DTS starts besides the reference grid (docs/DESIGN.md, "joint anchors"): "none" (the
     # paper) or "joints" (also a point at every seen joint; needs both streams, deformable or grid)
     search_anchors: str = "none"
+    # with joint anchors, each pose token also receives the RGB read at its joint's anchor
+    # (docs/DESIGN.md, "joint RGB"): the pose stream sees what each hand holds
+    joint_rgb: bool = False
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -135,6 +138,7 @@ class ModelConfig:
         need(len(self.ref_downsample) == 3, "ref_downsample must have 3 entries (t, h, w)")
         need(self.offset_condition in OFFSET_CONDITIONS, f"offset_condition must be one of {OFFSET_CONDITIONS}")
         need(self.search_anchors in SEARCH_ANCHORS, f"search_anchors must be one of {SEARCH_ANCHORS}")
+        need(not self.joint_rgb or self.search_anchors == "joints", "joint_rgb needs search_anchors=joints")
         need(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.layout is not None:
             from deformact.data.skeletons import SKELETONS

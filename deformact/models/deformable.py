@@ -280,6 +280,8 @@ class DeformableAttention3D(nn.Module):
             zt = pool_cells(z.unflatten(1, (volume[0], -1)), values[:1]).unflatten(2, values[1:])
             zg = rearrange(zt, "b t h w (g c) -> (b g) c t h w", g=self.groups)
             keys = rearrange(self.read(zg, points), "(b g) c p -> b p (g c)", g=self.groups)
+            if anchor_keys is not None:
+                maps["anchor_reads"] = keys[:, grid_keys:]  # the RGB at each joint (``joint_rgb``)
             if return_maps:
                 where = rearrange(to_clip_fraction(points, values), "(b g) p c -> b g p c", g=self.groups)
                 if key_mask is not None:

@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from deformact.models.anchors import joint_anchors
+from deformact.models.anchors import JointRGB, joint_anchors
 from deformact.models.backbone import PositionEmbedding3D
 from deformact.models.backbones import build_backbone
 from deformact.models.config import ModelConfig
@@ -74,6 +74,7 @@ class DeformableTransformerBlock(nn.Module):
                 cfg.offset_range, cfg.offset_kernel, cfg.attn_drop, offset_condition=cfg.offset_condition,
                 anchors=cfg.search_anchors if cfg.use_pose else "none"),
                 cfg.mlp_ratio, drop_path)
+        self.joint_rgb = JointRGB(d) if cfg.joint_rgb and cfg.use_rgb and cfg.use_pose else None
         if cfg.use_pose:
             self.joint = SubLayer(d, JointStrideAttention(
                 d, h, cfg.num_persons, cfg.num_joints, cfg.joint_stride, cfg.attn_drop, joint_assignment),
@@ -90,6 +91,9 @@ class DeformableTransformerBlock(nn.Module):
         if self.rgb is not None:
             extra = {} if anchors is None or p is None else {"anchors": (*anchors, p.flatten(1, 2))}
             z, cm, m = self.rgb(z, cm, tokens.select("rgb"), volume=volume, return_maps=return_maps, **extra)
+            reads = m.pop("anchor_reads", None)
+            if self.joint_rgb is not None and reads is not None:
+                p = self.joint_rgb(p, reads, anchors[1])
             maps.update(m)
         if self.joint is not None:
             sel = tokens.select("pose")

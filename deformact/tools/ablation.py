@@ -64,8 +64,9 @@ ROWS: tuple[Row, ...] = (
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
-# sets with a deciding object: the share of 3DTS points on it, and of the CM attention on them
-LOCALISATION = ("localisation", "attended_localisation")
+# sets with a deciding object: the share of 3DTS points on it, and of the CM attention on them;
+# then the halves of its labels scored apart (videos with the right motion / the right object)
+LOCALISATION = ("localisation", "attended_localisation", "motion_acc", "object_acc")
 
 
 def select_rows(names: Sequence[str] | None) -> list[Row]:
@@ -237,12 +238,13 @@ def format_table(summary: Mapping[str, Any]) -> str:
         "GFLOPs: forward, one sample. Step: forward + backward + AdamW step of one training batch "
         f"on CPU ({summary.get('torch_threads', '?')} threads), best of 5. Code: {summary.get('code', '?')}."
         + (" Localisation: % of the last block's 3DTS points within 1.5 radii of the deciding object;"
-           " attended: % of the CM tokens' attention to the sampled keys that goes to those points."
+           " attended: % of the CM tokens' attention to the sampled keys that goes to those points;"
+           " motion / object: % of the videos whose predicted class has the right motion / object."
            if loc else ""),
         "",
         "| row | change | top-1 | Δ top-1 | mean class acc | params | GFLOPs | step (ms) |"
-        + (" localisation | attended |" if loc else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|---|" if loc else ""),
+        + (" localisation | attended | motion | object |" if loc else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if loc else ""),
     ]
     for r in rows:
         delta = "" if ref is None or r is ref else f"{100 * (r['top1']['mean'] - ref['top1']['mean']):+.1f}"
