@@ -157,7 +157,7 @@ def test_motion_and_object_are_scored_apart():
     conf = torch.as_tensor(m["confusion"])  # rows: true class
     motion = torch.arange(12) // 3
     same = (motion[:, None] == motion[None]).float()
-    assert m["motion_acc"] == pytest.approx(float((conf * same).sum() / conf.sum()))
+    assert m["part_acc"]["motion_acc"] == pytest.approx(float((conf * same).sum() / conf.sum()))
 
 
 def test_object_probe_reads_the_token_under_the_object():

@@ -82,7 +82,7 @@ def evaluate(model: nn.Module, dataset: Dataset, ctx: dist.DistContext | None = 
     if not len(merged["label"]):
         raise DataError(f"no {desc} clip could be evaluated: all {len(dataset)} were left out as bad (skip_bad)")
     out = summarize(merged, num_classes)
-    out.update(part_accuracies(dataset, merged["scores"], merged["label"]))
+    out["part_acc"] = part_accuracies(dataset, merged["scores"], merged["label"])
     if locate:
         gathered = dist.all_gather_objects(ctx, hits)
         out["localisation"] = sum(h[0] for h in gathered) / max(sum(h[1] for h in gathered), 1)
@@ -100,10 +100,9 @@ def part_accuracies(dataset: Dataset, scores: Any, labels: Any) -> dict[str, flo
     parts = getattr(dataset, "label_parts", None)
     if not callable(parts):
         return {}
-    pred = torch.as_tensor(scores).argmax(-1)
-    truth = torch.as_tensor(labels).long()
-    return {f"{name}_acc": float((torch.as_tensor(m)[pred] == torch.as_tensor(m)[truth]).double().mean())
-            for name, m in parts().items()}
+    pred, truth = torch.as_tensor(scores).argmax(-1), torch.as_tensor(labels).long()
+    return {f"{name}_acc": float((part[pred] == part[truth]).double().mean())
+            for name, part in ((n, torch.as_tensor(m)) for n, m in parts().items())}
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -129,7 +128,7 @@ def write_test_outputs(m: dict, out: Path, class_names: list[str], ctx: dist.Dis
     metrics = {**{k: m[k] for k in PUBLIC_METRICS}, "num_samples": m["num_samples"],
                "num_clips": m["num_clips"], "skipped_samples": int(m.get("skipped_samples", 0)),
                **{k: m[k] for k in ("localisation", "attended_localisation") if k in m},
-               **{k: m[k] for k in m if k.endswith("_acc") and k != "mean_class_acc"},
+               **m.get("part_acc", {}),
                **(extra or {})}
     if ctx.is_main:
         from deformact.engine.outputs import make_out_dir
