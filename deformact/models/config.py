@@ -21,6 +21,7 @@ RGB_ATTENTIONS = ("deformable", "grid", "full", "divided")
 OFFSET_CONDITIONS = ("none", "cm")
 SEARCH_ANCHORS = ("none", "joints")
 BACKBONES = ("stem", "x3d_tiny", "x3d_s", "x3d_m")
+WEIGHT_INITS = ("xavier", "trunc_normal")
 
 
 @dataclass
@@ -74,6 +75,10 @@ class ModelConfig:
     # with joint anchors, each pose token also receives the RGB read at its joint's anchor
     # (docs/DESIGN.md, "joint RGB"): the pose stream sees what each hand holds
     joint_rgb: bool = False
+    # how every linear layer starts (docs/DESIGN.md, "initialization"): "xavier" (Glorot uniform,
+    # as the JAX ViT) or "trunc_normal" (std 0.02, timm's default: at D=64 the attention starts
+    # uniform and, on the objects set, the fused model sat at the pose-only level for 10-20 epochs)
+    weight_init: str = "xavier"
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -140,6 +145,7 @@ class ModelConfig:
         need(self.search_anchors in SEARCH_ANCHORS, f"search_anchors must be one of {SEARCH_ANCHORS}")
         need(not self.joint_rgb or self.search_anchors == "joints", "joint_rgb needs search_anchors=joints")
         need(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        need(self.weight_init in WEIGHT_INITS, f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
         if self.layout is not None:
             from deformact.data.skeletons import SKELETONS
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -123,7 +125,7 @@ class DeformableTransformer(nn.Module):
         self.blocks = nn.ModuleList(DeformableTransformerBlock(cfg, i, r, groups[i]) for i, r in enumerate(rates))
         self.norm = nn.LayerNorm(2 * cfg.dim)
         self.head = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(2 * cfg.dim, cfg.num_classes))
-        self.apply(_init_weights)
+        self.apply(partial(init_weights, mode=cfg.weight_init))
         if cfg.use_pose:
             self.pose_embed.reset_parameters()
 
@@ -202,12 +204,26 @@ class DeformableTransformer(nn.Module):
         return self.pose_embed(pose), token_valid.reshape(b, cfg.token_frames, m * cfg.num_joints), anchors
 
 
-def _init_weights(m: nn.Module) -> None:
+def init_weights(m: nn.Module, mode: str = "xavier") -> None:
+    """Start values of one module (``model.apply``): linear layers Glorot-uniform (``"xavier"``) or
+    truncated normal with std 0.02 (``"trunc_normal"``), biases zero, LayerNorms identity; layers
+    marked ``zero_init`` (offsets that start at zero) stay zero. Convolutions keep PyTorch's init.
+
+    Why xavier is the default (docs/DESIGN.md, "initialization"): what an attention reads reaches
+    its queries through two projections (value, output), each about 0.02 sqrt(D) = 0.16 of its
+    input's scale at std 0.02 and D = 64. In a new demo-size model the 3D deformable attention then
+    changes the CM tokens by 1.4 % of their norm (60-97 % at Glorot's scale), the RGB stream barely
+    reaches the head, and on the objects set the fused model sat at the pose-only level for 10-20
+    epochs; at Glorot's scale it leaves it in 2-3.
+    """
     if isinstance(m, nn.Linear) and getattr(m, "zero_init", False):  # offsets that start at zero
         nn.init.zeros_(m.weight)
         nn.init.zeros_(m.bias)
     elif isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
+        if mode == "xavier":
+            nn.init.xavier_uniform_(m.weight)
+        else:
+            nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):

@@ -61,6 +61,9 @@ ROWS: tuple[Row, ...] = (
     Row("offset_lr_1", "train.offset_lr_mult=1 (3DTS offsets learn at the full lr)", ("train.offset_lr_mult=1.0",)),
     # a generated set drawn once instead of afresh every epoch (synthetic data only)
     Row("fixed_set", "data.regenerate_every=0 (one fixed generated training set)", ("data.regenerate_every=0",)),
+    # linear layers at timm's std 0.02 instead of Glorot's scale (docs/DESIGN.md, "initialization")
+    Row("trunc_normal_init", "weight_init=trunc_normal (linear layers at std 0.02, the earlier default)",
+        ("model.weight_init=trunc_normal",)),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 METRICS = ("top1", "mean_class_acc", "top5")
