@@ -4,6 +4,7 @@ see the object, the pixels cannot tell the side, and only the object at the hand
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -203,3 +204,21 @@ def test_read_distances_known_points_and_a_new_model_reads_where_the_grid_reads(
     assert grid["clips"] == 6 and 0 < grid["nearest_median_r"] < 20
     assert deform["nearest_median_r"] == pytest.approx(grid["nearest_median_r"], abs=1e-5)
     assert deform["clips_with_a_read_within_1_r"] == grid["clips_with_a_read_within_1_r"]
+    assert grid["grid_moved_cells_block1"] == 0.0 and deform["grid_moved_cells_block2"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_grid_displacement_is_measured_in_cells_of_the_reference_grid():
+    from deformact.tools.objects_reads import grid_displacement
+
+    ds = dd.build_dataset(type="synthetic", variant="objects", split="test", num_test=2, frames=8, image_size=64)
+    model = deformact.build_model("demo", num_classes=12, frames=8, image_size=64, dim=32, heads=2, depth=2)
+    last = model.blocks[1].rgb.attn.search.offset_net[-1]  # block 2: every point 0.5 cells along x
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([0.0, 0.0, math.atanh(0.5 / model.config.offset_range)]))
+    item = ds[0]
+    with torch.no_grad():
+        _, maps = model(**{k: item[k][None] for k in ("rgb", "pose", "person_mask")}, return_maps=True)
+    moved = grid_displacement(model, maps["sampling_locations"])  # B x L x G x P
+    assert moved.shape[:2] == (1, 2)
+    assert torch.equal(moved[:, 0], torch.zeros_like(moved[:, 0]))  # block 1 untouched: on its grid
+    assert torch.allclose(moved[:, 1], torch.full_like(moved[:, 1], 0.5), atol=1e-5)

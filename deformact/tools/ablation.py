@@ -56,6 +56,9 @@ ROWS: tuple[Row, ...] = (
     Row("anchors", "search_anchors=joints (3DTS also starts at every seen joint)", ("model.search_anchors=joints",)),
     Row("no_anchors", "search_anchors=none (the paper's 3DTS: the reference grid only)",
         ("model.search_anchors=none",)),
+    # the paper's grid ablation against the paper's 3DTS: both without joint anchors
+    Row("grid_no_anchors", "rgb_attention=grid, search_anchors=none (the fixed reference grid only)",
+        ("model.rgb_attention=grid", "model.search_anchors=none")),
     # the offset networks at a tenth of the learning rate (Deformable DETR's recipe) or at the full rate
     Row("offset_lr_01", "train.offset_lr_mult=0.1 (3DTS offsets learn at 0.1x the lr)", ("train.offset_lr_mult=0.1",)),
     Row("offset_lr_1", "train.offset_lr_mult=1 (3DTS offsets learn at the full lr)", ("train.offset_lr_mult=1.0",)),

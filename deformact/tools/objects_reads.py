@@ -3,7 +3,9 @@
 ``localisation`` counts points within 1.5 object radii, which a wrist anchor beside the held
 object already satisfies; this measures the distance itself: per test clip, the last block's point
 nearest to the object's centre (in object radii, in the frame its time falls in), and the mean
-distance of the reads weighted by the CM tokens' attention to their keys.
+distance of the reads weighted by the CM tokens' attention to their keys. It also says how far the
+reference-grid points have moved from the grid (:func:`grid_displacement`): offsets that learn too
+slowly leave a deformable model reading where the grid model reads.
 
     python -m deformact.tools.objects_reads runs/ablation_objects/runs/full/seed0/last.pt
 """
@@ -36,21 +38,37 @@ def read_distances(points: torch.Tensor, weights: torch.Tensor, track: torch.Ten
     return nearest, weighted
 
 
+def grid_displacement(model: torch.nn.Module, locations: torch.Tensor) -> torch.Tensor:
+    """How far each block's reference-grid points lie from their reference, in grid cells:
+    ``locations`` B x L x G x P x 3 (``sampling_locations``; the grid's points come first) -> B x L x
+    G x P_grid, the largest of the three axes' displacements (0 for the grid model)."""
+    from deformact.models.deformable import reference_grid, to_clip_fraction
+
+    search = model.blocks[0].rgb.attn.search
+    size, values = search.grid_size(model.volume), search.value_volume(model.volume)
+    ref = to_clip_fraction(reference_grid(size, values, dtype=locations.dtype), values)  # P_grid x 3
+    cell = 1.0 / locations.new_tensor(size)  # one cell as a fraction of the clip's extent
+    return ((locations[..., : ref.shape[0], :] - ref) / cell).abs().amax(-1)
+
+
 @torch.no_grad()
 def measure(model: torch.nn.Module, dataset: Any, batch_size: int = 16) -> dict[str, float]:
     """:func:`read_distances` of the last block over ``dataset`` (an objects test split), summarised."""
     from deformact.engine.builders import model_inputs
 
     model.eval()
-    nearest, weighted = [], []
+    nearest, weighted, moved = [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
         _, maps = model(**model_inputs(batch, torch.device("cpu")), return_maps=True)
+        moved.append(grid_displacement(model, maps["sampling_locations"]))
         n, w = read_distances(maps["sampling_locations"][:, -1], maps["sampling_weights"][:, -1],
                               batch["object_track"])
         nearest.append(n)
         weighted.append(w)
-    n, w = torch.cat(nearest), torch.cat(weighted)
-    return {"clips": len(n), "nearest_median_r": float(n.median()),
+    n, w, d = torch.cat(nearest), torch.cat(weighted), torch.cat(moved)
+    per_block = {f"grid_moved_cells_block{i + 1}": float(d[:, i].mean()) for i in range(d.shape[1])}
+    far = {f"grid_moved_over_half_cell_block{i + 1}": float((d[:, i] > 0.5).float().mean()) for i in range(d.shape[1])}
+    return {**per_block, **far, "clips": len(n), "nearest_median_r": float(n.median()),
             "clips_with_a_read_within_half_r": float((n <= 0.5).float().mean()),
             "clips_with_a_read_within_1_r": float((n <= 1.0).float().mean()),
             "attention_weighted_mean_r": float(w.mean())}
