@@ -76,8 +76,9 @@ class ModelConfig:
     # (docs/DESIGN.md, "joint RGB"): the pose stream sees what each hand holds
     joint_rgb: bool = False
     # how every linear layer starts (docs/DESIGN.md, "initialization"): "xavier" (Glorot uniform,
-    # as the JAX ViT) or "trunc_normal" (std 0.02, timm's default: at D=64 the attention starts
-    # uniform and, on the objects set, the fused model sat at the pose-only level for 10-20 epochs)
+    # as the JAX ViT) or "trunc_normal" (std 0.02, timm's default: at D=64 what an attention reads
+    # barely reaches its queries, and on the objects set the fused model sat at the pose-only level
+    # for 10-20 epochs)
     weight_init: str = "xavier"
 
     def __post_init__(self) -> None:

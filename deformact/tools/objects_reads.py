@@ -42,11 +42,11 @@ def grid_displacement(model: torch.nn.Module, locations: torch.Tensor) -> torch.
     """How far each block's reference-grid points lie from their reference, in grid cells:
     ``locations`` B x L x G x P x 3 (``sampling_locations``; the grid's points come first) -> B x L x
     G x P_grid, the largest of the three axes' displacements (0 for the grid model)."""
-    from deformact.models.deformable import reference_grid, to_clip_fraction
+    from deformact.models.deformable import cached_grid, to_clip_fraction
 
     search = model.blocks[0].rgb.attn.search
     size, values = search.grid_size(model.volume), search.value_volume(model.volume)
-    ref = to_clip_fraction(reference_grid(size, values, dtype=locations.dtype), values)  # P_grid x 3
+    ref = to_clip_fraction(cached_grid(size, values, locations.device, locations.dtype)[0], values)  # P_grid x 3
     cell = 1.0 / locations.new_tensor(size)  # one cell as a fraction of the clip's extent
     return ((locations[..., : ref.shape[0], :] - ref) / cell).abs().amax(-1)
 
