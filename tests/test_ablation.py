@@ -41,10 +41,13 @@ def test_rows_switch_exactly_the_documented_flag(base):
         expected = set()
         for override in row.overrides:
             key, value = override.split("=")
+            if "." not in key:  # a top-level key (the epochs): the model stays
+                assert cfg[key] == yaml.safe_load(value), row.name
+                continue
             section, field = key.split(".")
             if section in ("train", "data"):  # the model stays (but a single modality drops a stream)
                 assert cfg[section][field] == yaml.safe_load(value), row.name
-                if row.name.endswith("_only"):
+                if key == "data.modality":
                     expected.add("modality")
                 continue
             # a row that sets the base's own value (no_anchors on a grid-only base) changes nothing
@@ -55,6 +58,8 @@ def test_rows_switch_exactly_the_documented_flag(base):
             fields = {o.split("=")[0].split(".")[1] for o in row.overrides if o.startswith(section + ".")}
             assert {k: v for k, v in cfg[section].items() if k not in fields} == \
                 {k: v for k, v in full[section].items() if k not in fields}, row.name
+        top = {o.split("=")[0] for o in row.overrides if "." not in o.split("=")[0]}
+        assert all(cfg[k] == full[k] for k in ("epochs", "seed") if k not in top), row.name
     assert row_config(base, ROWS[0], 7)["seed"] == 7
 
 
@@ -144,3 +149,33 @@ def test_a_run_made_before_an_option_existed_is_the_same_run(tmp_path):
     assert not _same_config(tmp_path, cfg)
     (tmp_path / "config.yaml").write_text("train: {lrr: 1}\n")  # not a valid config: not the same
     assert not _same_config(tmp_path, cfg)
+
+
+def test_a_run_made_before_a_default_changed_is_another_run(tmp_path, base):
+    """config.yaml holds only the model fields the user set; the checkpoint's resolved model tells a
+    run made at an older default (here the weight init) from one made today."""
+    import torch
+
+    from deformact.tools.ablation import _same_model
+
+    logs: list[str] = []
+    run_ablation(base, tmp_path, seeds=[0], rows=["pose_only"], echo=logs.append)
+    run_dir = tmp_path / "runs" / "pose_only" / "seed0"
+    cfg = row_config(base, [r for r in ROWS if r.name == "pose_only"][0], 0)
+    assert _same_model(run_dir, cfg)
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    model = ckpt["config"]["model"]
+    assert model["weight_init"] == "xavier"
+    model["weight_init"] = "trunc_normal"  # what an older default would have recorded
+    torch.save(ckpt, run_dir / "last.pt")
+    assert not _same_model(run_dir, cfg)
+    logs.clear()
+    run_ablation(base, tmp_path, seeds=[0], rows=["pose_only"], echo=logs.append)
+    assert not any("reusing" in m for m in logs)  # retrained, not reused
+    assert torch.load(run_dir / "last.pt", weights_only=True)["config"]["model"]["weight_init"] == "xavier"
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    del ckpt["config"]["model"]["weight_init"]  # a field added since: it ran at the default
+    torch.save(ckpt, run_dir / "last.pt")
+    assert _same_model(run_dir, cfg)
+    (run_dir / "last.pt").write_bytes(b"not a checkpoint")  # unreadable: never reused
+    assert not _same_model(run_dir, cfg)
