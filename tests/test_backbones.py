@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 TINY = dict(num_classes=5, frames=4, image_size=32, dim=32, heads=2, depth=2)
 
 
-@pytest.mark.parametrize("backbone", ["stem", "x3d_tiny", "x3d_s"])
+@pytest.mark.parametrize("backbone", ["stem", "r2plus1d", "x3d_tiny", "x3d_s"])
 def test_every_backbone_gives_the_token_volume(backbone):
     cfg = make_config("demo", backbone=backbone, **TINY)
     net = build_backbone(cfg)
@@ -27,6 +27,18 @@ def test_every_backbone_gives_the_token_volume(backbone):
     model = deformact.build_model("demo", backbone=backbone, **TINY)
     logits = model(rgb=torch.randn(2, 3, 4, 32, 32), pose=torch.rand(2, 2, 4, 17, 3))
     assert logits.shape == (2, 5)
+
+
+def test_r2plus1d_halves_the_resolution_one_step_at_a_time():
+    """The stem goes to /4 with one stride-4 conv; r2plus1d passes /2, /4, /8, /16 (docs/DESIGN.md)."""
+    net = build_backbone(make_config("demo", backbone="r2plus1d", **{**TINY, "image_size": 64}))
+    sizes = []
+    for stage in (net.stem, net.stage0, net.stage1, net.stage2):
+        stage.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[2:])))
+    out = net(torch.randn(1, 3, 4, 64, 64))
+    assert sizes == [(4, 32, 32), (4, 16, 16), (4, 8, 8), (2, 4, 4)] and out.shape == (1, 32, 2, 4, 4)
+    stem = build_backbone(make_config("demo", **{**TINY, "image_size": 64}))
+    assert stem.stem[0].stride == (1, 4, 4) and net.stem[0].stride == (1, 2, 2)
 
 
 def test_x3d_sizes_follow_the_family():
@@ -39,7 +51,7 @@ def test_x3d_sizes_follow_the_family():
     assert fig["gflops"] > 0 and fig["step_ms"] > 0 and fig["out"] == (32, 2, 2, 2)
 
 
-@pytest.mark.parametrize("backbone", ["stem", "x3d_tiny"])
+@pytest.mark.parametrize("backbone", ["stem", "r2plus1d", "x3d_tiny"])
 def test_local_weights_load_exactly(tmp_path, backbone):
     src = deformact.build_model("demo", backbone=backbone, **TINY)
     torch.nn.init.normal_(next(src.backbone.parameters()))

@@ -20,7 +20,7 @@ MODALITIES = ("rgb+pose", "rgb", "pose")
 RGB_ATTENTIONS = ("deformable", "grid", "full", "divided")
 OFFSET_CONDITIONS = ("none", "cm")
 SEARCH_ANCHORS = ("none", "joints")
-BACKBONES = ("stem", "x3d_tiny", "x3d_s", "x3d_m")
+BACKBONES = ("stem", "r2plus1d", "x3d_tiny", "x3d_s", "x3d_m")
 WEIGHT_INITS = ("xavier", "trunc_normal")
 
 
@@ -64,7 +64,8 @@ class ModelConfig:
     # Joint stride attention groups its bones and flip pairs by it (docs/DESIGN.md)
     layout: str | None = None
     # RGB backbone family (docs/DESIGN.md, "RGB backbone"): "stem" (the compact (2+1)D stem above,
-    # sized by backbone_channels) or "x3d_tiny" / "x3d_s" / "x3d_m" (X3D-style, deformact.models.backbones)
+    # sized by backbone_channels), "r2plus1d" (the same blocks downsampled one factor of 2 at a time,
+    # same widths) or "x3d_tiny" / "x3d_s" / "x3d_m" (X3D-style, deformact.models.backbones)
     backbone: str = "stem"
     # what the 3DTS offset network sees besides the RGB queries (docs/DESIGN.md, "offset
     # conditioning"): "none" or "cm" (the CM tokens, which carry the pose, and each cell's position)

@@ -47,6 +47,10 @@ ROWS: tuple[Row, ...] = (
     Row("rgb_only_40ep", "RGB only, 40 epochs", ("data.modality=rgb", "epochs=40")),
     Row("rgb_only_grid_40ep", "RGB only, rgb_attention=grid, 40 epochs",
         ("data.modality=rgb", "model.rgb_attention=grid", "epochs=40")),
+    # the RGB backbone downsampled one factor of 2 at a time (docs/DESIGN.md, "RGB backbone")
+    Row("r2plus1d", "backbone=r2plus1d (stride-2 steps instead of the stem's stride-4 conv)",
+        ("model.backbone=r2plus1d",)),
+    Row("rgb_only_r2plus1d", "RGB only, backbone=r2plus1d", ("data.modality=rgb", "model.backbone=r2plus1d")),
     Row("rgb_only_offset_lr_1_40ep", "RGB only, train.offset_lr_mult=1, 40 epochs",
         ("data.modality=rgb", "train.offset_lr_mult=1.0", "epochs=40")),
     Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
