@@ -349,3 +349,27 @@ def test_bad_test_clips_are_left_out_and_counted_never_replaced(tmp_path):
             assert m["num_samples"] == 16 - bad
             kept = sorted(m["index"].tolist())
             assert len(set(kept)) == len(kept)  # nothing scored twice
+
+
+def test_a_stop_between_saving_last_pt_and_noting_it_reports_the_saved_epoch(tmp_path):
+    """The stop can land after last.pt's rename and before the trainer notes the save: the message
+    then follows the file (deterministic stand-in for the race that a loaded machine widens)."""
+    import types
+
+    import torch
+
+    from deformact.engine.api import _interrupted
+    from deformact.engine.guard import StopSignal
+
+    trainer = types.SimpleNamespace(epoch=1, saved_epoch=0, config=types.SimpleNamespace(epochs=8))
+    stop = StopSignal(signal.SIGINT)
+    assert "before any checkpoint was saved" in str(_interrupted(stop, tmp_path, trainer))  # no file yet
+    torch.save({"format": "deformact-checkpoint", "version": 1, "epoch": 1, "model": {"w": torch.zeros(1)},
+                "config": {}, "class_names": []}, tmp_path / "last.pt")
+    msg = str(_interrupted(stop, tmp_path, trainer))
+    assert f"in epoch 2/8; {tmp_path / 'last.pt'} keeps epoch 1, the last finished one" in msg, msg
+    trainer.epoch = 2  # epoch 2 finished, its save not done: last.pt still holds epoch 1
+    trainer.saved_epoch = 1
+    assert "keeps epoch 1, the last finished one" in str(_interrupted(stop, tmp_path, trainer))
+    (tmp_path / "last.pt").write_bytes(b"torn")  # unreadable: the trainer's own count stands
+    assert "keeps epoch 1, the last finished one" in str(_interrupted(stop, tmp_path, trainer))

@@ -13,14 +13,14 @@ from typing import Any
 
 from deformact.engine import dist
 from deformact.engine.builders import build_dataset, check_backbone_weights, infer_shapes, video_names
-from deformact.engine.checkpoint import check_fits, load_checkpoint
+from deformact.engine.checkpoint import check_fits, load_checkpoint, read_checkpoint
 from deformact.engine.evaluation import evaluate, write_test_outputs
 from deformact.engine.guard import RunInterrupted, StopSignal, guarded_out_dir
 from deformact.engine.outputs import check_run_outputs, claim_run_outputs, run_inputs
 from deformact.engine.runtime import resolve_amp, set_determinism
 from deformact.engine.schema import RunConfig
 from deformact.engine.trainer import Trainer
-from deformact.errors import ConfigError
+from deformact.errors import CheckpointError, ConfigError
 from deformact.io.atomic import Input
 
 # what run() writes into its folder (rank 0); all of them exist after a run that returned
@@ -37,6 +37,14 @@ def _interrupted(stop: StopSignal, out: Path, trainer: Trainer | None) -> RunInt
         kept = f"{last} is unchanged; continue with --resume" if last.is_file() else "nothing was saved"
         return RunInterrupted(f"stopped by {stop.name} before training started; {kept}", stop.signum)
     saved, epochs = trainer.saved_epoch, trainer.config.epochs
+    if trainer.epoch > saved and last.is_file():
+        # the stop can land between last.pt's rename and the trainer noting it: the file decides
+        # whether the finished epoch was saved (an older run's last.pt holds another epoch)
+        try:
+            if int(read_checkpoint(last)["epoch"]) == trainer.epoch:
+                saved = trainer.epoch
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            pass
     if saved >= epochs:
         where = f"during the final test; {last} holds all {epochs} epochs; --resume runs the final test again"
     elif saved:

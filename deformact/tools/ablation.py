@@ -51,6 +51,8 @@ ROWS: tuple[Row, ...] = (
     Row("r2plus1d", "backbone=r2plus1d (stride-2 steps instead of the stem's stride-4 conv)",
         ("model.backbone=r2plus1d",)),
     Row("rgb_only_r2plus1d", "RGB only, backbone=r2plus1d", ("data.modality=rgb", "model.backbone=r2plus1d")),
+    Row("rgb_only_r2plus1d_40ep", "RGB only, backbone=r2plus1d, 40 epochs",
+        ("data.modality=rgb", "model.backbone=r2plus1d", "epochs=40")),
     Row("grid_r2plus1d", "rgb_attention=grid, backbone=r2plus1d",
         ("model.rgb_attention=grid", "model.backbone=r2plus1d")),
     Row("rgb_only_offset_lr_1_40ep", "RGB only, train.offset_lr_mult=1, 40 epochs",
