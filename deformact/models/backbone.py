@@ -36,42 +36,31 @@ class ResBlock2Plus1D(nn.Module):
 
 
 class RGBBackbone(nn.Module):
-    """Stem /4 spatially, then stages at /8 and /16 (the latter also /temporal_patch in time), then 1x1x1 to D."""
+    """Stem to /4 spatially, then stages at /8 and /16 (the latter also /temporal_patch in time), then
+    1x1x1 to D.
 
-    def __init__(self, dim: int, channels: tuple[int, ...] = (32, 64, 128), temporal_patch: int = 2) -> None:
+    ``gradual=False`` (``model.backbone="stem"``): one strided 5x5 conv to /4. ``gradual=True``
+    (``"r2plus1d"``): a 1x3x3 conv to /2, then a (2+1)D residual block to /4 (width c0), so a block
+    works at /4 before anything is thrown away; that is what lets thin limbs survive (docs/RESULTS.md,
+    "the RGB stream alone": on the demo set the RGB-only model tells arm from leg in 90 % of clips
+    against the stem's 65 %, at 2.2-2.3x the stem's CPU time)."""
+
+    def __init__(self, dim: int, channels: tuple[int, ...] = (32, 64, 128), temporal_patch: int = 2,
+                 *, gradual: bool = False) -> None:
         super().__init__()
         c0, c1, c2 = channels
-        # one strided 5x5 conv to /4 (no max-pool: 3D pooling is slow on CPU and adds little here)
-        self.stem = _conv_bn(3, c0, (1, 5, 5), (1, 4, 4))
+        if gradual:
+            self.stem = _conv_bn(3, c0, (1, 3, 3), (1, 2, 2))
+            self.stage0: nn.Module = ResBlock2Plus1D(c0, c0, (1, 2, 2))
+        else:  # no max-pool: 3D pooling is slow on CPU and adds little here
+            self.stem = _conv_bn(3, c0, (1, 5, 5), (1, 4, 4))
+            self.stage0 = nn.Identity()
         self.stage1 = ResBlock2Plus1D(c0, c1, (1, 2, 2))
         self.stage2 = ResBlock2Plus1D(c1, c2, (temporal_patch, 2, 2))
         self.proj = nn.Conv3d(c2, dim, 1)
 
     def forward(self, rgb: Tensor) -> Tensor:
         # channels-last 3D lets oneDNN (CPU) and cuDNN (GPU) pick their fast convolution kernels
-        x = rgb.contiguous(memory_format=torch.channels_last_3d)
-        return self.proj(self.stage2(self.stage1(self.stem(x)))).contiguous()
-
-
-class R2Plus1DBackbone(nn.Module):
-    """``model.backbone="r2plus1d"``: the stem's blocks, downsampled one factor of 2 at a time.
-
-    A 1x3x3 conv to /2, then (2+1)D residual blocks to /4 (width c0), /8 (c1) and /16 (c2; also
-    /temporal_patch in time), then 1x1x1 to D. The stem reaches /4 with one 5x5 conv of stride 4;
-    here a residual block sits at /4 before anything is thrown away, which is what lets thin limbs
-    survive (docs/RESULTS.md, "the RGB stream alone": on the demo set the RGB-only model tells arm
-    from leg in 90 % of clips against the stem's 65 %, at about twice the stem's cost)."""
-
-    def __init__(self, dim: int, channels: tuple[int, ...] = (32, 64, 128), temporal_patch: int = 2) -> None:
-        super().__init__()
-        c0, c1, c2 = channels
-        self.stem = _conv_bn(3, c0, (1, 3, 3), (1, 2, 2))
-        self.stage0 = ResBlock2Plus1D(c0, c0, (1, 2, 2))
-        self.stage1 = ResBlock2Plus1D(c0, c1, (1, 2, 2))
-        self.stage2 = ResBlock2Plus1D(c1, c2, (temporal_patch, 2, 2))
-        self.proj = nn.Conv3d(c2, dim, 1)
-
-    def forward(self, rgb: Tensor) -> Tensor:
         x = rgb.contiguous(memory_format=torch.channels_last_3d)
         return self.proj(self.stage2(self.stage1(self.stage0(self.stem(x))))).contiguous()
 

@@ -101,12 +101,11 @@ class X3DBackbone(nn.Module):
 def build_backbone(cfg: Any) -> nn.Module:
     """The backbone a :class:`~deformact.models.config.ModelConfig` names (``cfg.backbone``), with
     ``cfg.backbone_weights`` loaded when set."""
-    from deformact.models.backbone import R2Plus1DBackbone, RGBBackbone
+    from deformact.models.backbone import RGBBackbone
 
-    if cfg.backbone == "stem":
-        net: nn.Module = RGBBackbone(cfg.dim, cfg.backbone_channels, cfg.temporal_patch)
-    elif cfg.backbone == "r2plus1d":
-        net = R2Plus1DBackbone(cfg.dim, cfg.backbone_channels, cfg.temporal_patch)
+    if cfg.backbone in ("stem", "r2plus1d"):
+        net: nn.Module = RGBBackbone(cfg.dim, cfg.backbone_channels, cfg.temporal_patch,
+                                     gradual=cfg.backbone == "r2plus1d")
     else:
         net = X3DBackbone(dim=cfg.dim, variant=cfg.backbone, temporal_patch=cfg.temporal_patch)
     if cfg.backbone_weights:

@@ -55,8 +55,6 @@ ROWS: tuple[Row, ...] = (
         ("data.modality=rgb", "model.backbone=r2plus1d", "epochs=40")),
     Row("grid_r2plus1d", "rgb_attention=grid, backbone=r2plus1d",
         ("model.rgb_attention=grid", "model.backbone=r2plus1d")),
-    Row("rgb_only_offset_lr_1_40ep", "RGB only, train.offset_lr_mult=1, 40 epochs",
-        ("data.modality=rgb", "train.offset_lr_mult=1.0", "epochs=40")),
     Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
     Row("full_attn", "rgb_attention=full (all RGB tokens as keys)", ("model.rgb_attention=full",)),
     Row("divided", "rgb_attention=divided (TimeSformer: time, then space)", ("model.rgb_attention=divided",)),
@@ -113,16 +111,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def _same_config(run_dir: Path, cfg: Mapping[str, Any]) -> bool:
     """Whether ``run_dir`` holds a run of ``cfg``. Both sides are compared with defaults filled in,
-    so a run made before an option existed (it ran with the default) is the same run."""
+    so a run made before an option existed (it ran with the default) is the same run; the model
+    defaults it ran with come from its checkpoint (:func:`_same_model`)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return False
     try:
         stored = yaml.safe_load(path.read_text())
-        return isinstance(stored, dict) and (yaml.safe_load(dump_config(validate_config(stored)))
+        same = isinstance(stored, dict) and (yaml.safe_load(dump_config(validate_config(stored)))
                                              == yaml.safe_load(dump_config(cfg)))
     except (yaml.YAMLError, DeformactError):
         return False
+    return same and _same_model(run_dir, cfg)
 
 
 # model fields the data decides (deformact.engine.builders.infer_shapes), taken from the checkpoint
@@ -147,13 +147,13 @@ def _same_model(run_dir: Path, cfg: Mapping[str, Any]) -> bool:
         now = make_config(preset, **{**{k: stored[k] for k in _DATA_FIELDS if k in stored}, **user}).to_dict()
     except Exception:  # unreadable, or not a deformact checkpoint: not a run to reuse
         return False
-    return all(yaml.safe_dump(stored.get(k, v)) == yaml.safe_dump(v) for k, v in now.items())
+    return all(stored.get(k, v) == v for k, v in now.items())
 
 
 def finished_metrics(cfg: Mapping[str, Any], run_dir: Path) -> dict | None:
     """The metrics of a finished run of exactly ``cfg`` in ``run_dir``, else None."""
     metrics_file = run_dir / "metrics.json"
-    if not (metrics_file.is_file() and _same_config(run_dir, cfg) and _same_model(run_dir, cfg)):
+    if not (metrics_file.is_file() and _same_config(run_dir, cfg)):
         return None
     try:
         return jsonout.loads(metrics_file.read_text())
@@ -170,7 +170,7 @@ def train_row(cfg: Mapping[str, Any], run_dir: Path, echo: Callable[[str], None]
     if done is not None:
         echo(f"  reusing {metrics_file}")
         return done
-    resume = _same_config(run_dir, cfg) and _same_model(run_dir, cfg) and (run_dir / "last.pt").is_file()
+    resume = _same_config(run_dir, cfg) and (run_dir / "last.pt").is_file()
     tic = time.perf_counter()
     metrics = run(cfg, run_dir, resume=resume, overwrite=not resume, echo=echo)
     metrics = {**metrics, "train_minutes": (time.perf_counter() - tic) / 60}
