@@ -1,0 +1,100 @@
+"""Where does a model err on the objects set? (docs/RESULTS.md, "The RGB stream alone").
+
+The held object is easy to find when its hand moves (raise an arm) and hard when it does not
+(kick a leg: the object rests in the still hand on the kicking leg's side), harder still when the
+idle second person holds a distractor in a hand as still. This scores a finished run's saved test
+scores (``scores.npz``) in those four scene cells: top-1, the object half of the label, the motion
+half, and the limb (arm or leg: all that the pixels can tell of the motion, the side being
+ambiguous from the front and the back).
+
+    python -m deformact.tools.objects_errors runs/ablation_objects/runs/rgb_only_40ep/seed0 [RUN ...]
+
+The test split is drawn again from the run's ``config.yaml`` (without rendering: the scene
+parameters decide the cells); scores whose labels differ from that draw are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from deformact.errors import DataError, DeformactError
+
+CELLS = ("all", "arm, alone", "arm, two people", "leg, alone", "leg, two people")
+
+
+def scene_cells(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Boolean masks (one per :data:`CELLS` name) over the clips of an objects split's ``params``:
+    whether the actor raises an arm or kicks a leg, and whether the idle second person (who holds
+    one of the distractors) is in the scene."""
+    from deformact.data import synthetic as syn
+
+    leg = np.isin(params["motion"], [syn.MOTIONS.index("kick_left_leg"), syn.MOTIONS.index("kick_right_leg")])
+    two = np.asarray(params["second"], bool)
+    return {"all": np.ones_like(two), "arm, alone": ~leg & ~two, "arm, two people": ~leg & two,
+            "leg, alone": leg & ~two, "leg, two people": leg & two}
+
+
+def breakdown(pred: np.ndarray, labels: np.ndarray, cells: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per cell: clips, top-1, object, motion and limb accuracy (fractions; NaN for an empty cell).
+    Labels are ``motion * 3 + object`` (:mod:`deformact.data.synthetic_objects`); motions 0-1 raise
+    an arm, 2-3 kick a leg."""
+    from deformact.data.synthetic_objects import OBJECTS
+
+    k = len(OBJECTS)
+    right = {"top1": pred == labels, "object": pred % k == labels % k, "motion": pred // k == labels // k,
+             "limb": pred // k // 2 == labels // k // 2}
+    out = {}
+    for name, mask in cells.items():
+        n = int(mask.sum())
+        out[name] = {"clips": n, **{m: float(r[mask].mean()) if n else float("nan") for m, r in right.items()}}
+    return out
+
+
+def run_breakdown(run: str | Path) -> dict[str, dict[str, float]]:
+    """:func:`breakdown` of a run directory (its ``scores.npz`` and ``config.yaml``)."""
+    from deformact.data.synthetic_objects import generate
+    from deformact.engine.config import read_config_file
+    from deformact.io.scores import load_scores
+
+    run = Path(run)
+    scores = load_scores(run)
+    data = read_config_file(run / "config.yaml").get("data", {})
+    if data.get("variant") != "objects":
+        raise DataError(f"{run}: not a run on the objects set (data.variant is {data.get('variant')!r})")
+    n = int(data.get("num_test", 400))
+    d = generate(n, int(data.get("seed", 0)), data.get("test_split", "test"), int(data.get("frames", 16)),
+                 int(data.get("image_size", 112)), int(data.get("num_persons", 2)), rgb=False)
+    if not np.array_equal(d["label"], scores.labels):
+        raise DataError(f"{scores.path}: its labels are not those of the run's test split ({n} clips, "
+                        f"data.seed {data.get('seed', 0)})")
+    return breakdown(scores.scores.argmax(1), scores.labels, scene_cells(d["params"]))
+
+
+def format_breakdown(name: str, table: dict[str, dict[str, float]]) -> str:
+    """One line per cell: ``name | cell | clips | top-1 | object | motion | limb`` (in %)."""
+    lines = []
+    for cell, m in table.items():
+        pct = " | ".join(f"{100 * m[k]:.1f}" for k in ("top1", "object", "motion", "limb"))
+        lines.append(f"| {name} | {cell} | {m['clips']} | {pct} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deformact.tools.objects_errors",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run directories trained and tested on the objects set")
+    args = parser.parse_args(argv)
+    try:
+        tables = [format_breakdown(run, run_breakdown(run)) for run in args.runs]
+    except DeformactError as e:
+        parser.exit(2, f"error: {e}\n")
+    print("| run | cell | clips | top-1 % | object % | motion % | limb % |\n|---|---|---|---|---|---|---|")
+    print("\n".join(tables))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
