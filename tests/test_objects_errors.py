@@ -86,3 +86,15 @@ def test_scores_of_another_split_or_set_are_refused_in_one_line(tmp_path, capsys
         oe.run_breakdown(demo)
     with pytest.raises(DataError, match="no saved scores"):
         oe.run_breakdown(tmp_path / "missing")
+
+
+def test_a_test_folder_is_scored_with_the_config_and_overrides_it_was_tested_with(tmp_path, capsys):
+    bigger = so.generate(30, 1, "test", 4, 32, rgb=False)["label"]  # data.seed 1, 30 clips
+    run = _run(tmp_path, bigger, 30)
+    config = tmp_path / "tested.yaml"
+    (run / "config.yaml").rename(config)
+    with pytest.raises(DataError, match="not those"):  # the config as saved: 30 clips of data.seed 0
+        oe.run_breakdown(run, config, ["data.num_test=30"])
+    assert oe.run_breakdown(run, config, ["data.seed=1", "data.num_test=30"])["all"]["top1"] == 1.0
+    assert oe.main([str(run), "-c", str(config), "--set", "data.seed=1", "--set", "data.num_test=30"]) == 0
+    assert "| all | 30 | 100.0 |" in capsys.readouterr().out

@@ -8,14 +8,17 @@ half, and the limb (arm or leg: all that the pixels can tell of the motion, the 
 ambiguous from the front and the back).
 
     python -m deformact.tools.objects_errors runs/ablation_objects/runs/rgb_only_40ep/seed0 [RUN ...]
+    # a `deformact test` folder (no config.yaml): name the config and the overrides it was tested with
+    python -m deformact.tools.objects_errors TEST_OUT -c RUN/config.yaml --set data.num_test=2400 --set data.seed=1
 
-The test split is drawn again from the run's ``config.yaml`` (without rendering: the scene
-parameters decide the cells); scores whose labels differ from that draw are refused.
+The test split is drawn again from the config (without rendering: the scene parameters decide the
+cells); scores whose labels differ from that draw are refused.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +56,18 @@ def breakdown(pred: np.ndarray, labels: np.ndarray, cells: dict[str, np.ndarray]
     return out
 
 
-def run_breakdown(run: str | Path) -> dict[str, dict[str, float]]:
-    """:func:`breakdown` of a run directory (its ``scores.npz`` and ``config.yaml``)."""
+def run_breakdown(run: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
+                  ) -> dict[str, dict[str, float]]:
+    """:func:`breakdown` of a run directory's ``scores.npz``, its test split drawn from ``config``
+    (default: the run's ``config.yaml``) with ``--set`` style ``overrides``."""
     from deformact.data.synthetic_objects import generate
-    from deformact.engine.config import read_config_file
+    from deformact.engine.config import apply_overrides, config_path, read_config_file
     from deformact.io.scores import load_scores
 
     run = Path(run)
     scores = load_scores(run)
-    data = read_config_file(run / "config.yaml").get("data", {})
+    cfg = read_config_file(config_path(config) if config is not None else run / "config.yaml")
+    data = apply_overrides(cfg, overrides).get("data", {})
     if data.get("variant") != "objects":
         raise DataError(f"{run}: not a run on the objects set (data.variant is {data.get('variant')!r})")
     n = int(data.get("num_test", 400))
@@ -86,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deformact.tools.objects_errors",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories trained and tested on the objects set")
+    parser.add_argument("-c", "--config", help="the config the scores were tested with (default: RUN/config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override the scores were tested with, e.g. data.num_test=2400 (repeatable)")
     args = parser.parse_args(argv)
     try:
-        tables = [format_breakdown(run, run_breakdown(run)) for run in args.runs]
+        tables = [format_breakdown(run, run_breakdown(run, args.config, args.set)) for run in args.runs]
     except DeformactError as e:
         parser.exit(2, f"error: {e}\n")
     print("| run | cell | clips | top-1 % | object % | motion % | limb % |\n|---|---|---|---|---|---|---|")
