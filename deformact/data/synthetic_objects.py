@@ -246,6 +246,12 @@ def generate(n: int, seed: int = 0, split: str = "train", frames: int = 16, imag
     return d
 
 
+def label_parts() -> dict[str, np.ndarray]:
+    """The two halves of a label (label = motion * 3 + object), each as a class -> part map."""
+    labels = np.arange(NUM_CLASSES)
+    return {"motion": labels // len(OBJECTS), "object": labels % len(OBJECTS)}
+
+
 class SyntheticObjectsDataset(syn.SyntheticDataset):
     """In-memory split of the objects set (module docstring); items as the pyskl dataset's plus
     ``object_track`` (T x 3, ignored by the model); items are read as the demo set's."""
@@ -266,11 +272,9 @@ class SyntheticObjectsDataset(syn.SyntheticDataset):
         return generate(n, seed, split, frames, size, persons, clips, rgb=self.use_rgb, round=round)
 
     def label_parts(self) -> dict[str, np.ndarray]:
-        """The two halves of a label (label = motion * 3 + object), each as a class -> part map:
-        ``deformact test`` scores them apart (``motion_acc``, ``object_acc``), so a model that
-        has the motion but guesses the object shows it."""
-        labels = np.arange(NUM_CLASSES)
-        return {"motion": labels // len(OBJECTS), "object": labels % len(OBJECTS)}
+        """:func:`label_parts`: ``deformact test`` scores the halves apart (``motion_acc``,
+        ``object_acc``), so a model that has the motion but guesses the object shows it."""
+        return label_parts()
 
     def object_tracks(self) -> np.ndarray:
         """The deciding object of every item: n x clips x T x 3 (x, y, radius; frame fractions)."""

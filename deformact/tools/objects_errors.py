@@ -11,8 +11,8 @@ ambiguous from the front and the back).
     # a `deformact test` folder (no config.yaml): name the config and the overrides it was tested with
     python -m deformact.tools.objects_errors TEST_OUT -c RUN/config.yaml --set data.num_test=2400 --set data.seed=1
 
-The test split is drawn again from the config (without rendering: the scene parameters decide the
-cells); scores whose labels differ from that draw are refused.
+The test split is built again from the config (pose only: the scene parameters decide the cells);
+scores whose labels differ from it are refused.
 """
 
 from __future__ import annotations
@@ -28,27 +28,33 @@ from deformact.errors import DataError, DeformactError
 CELLS = ("all", "arm, alone", "arm, two people", "leg, alone", "leg, two people")
 
 
+def _kicks(motion: np.ndarray) -> np.ndarray:
+    """Which motion indices kick a leg (the others raise an arm)."""
+    from deformact.data.synthetic import MOTIONS
+
+    return np.isin(motion, [MOTIONS.index("kick_left_leg"), MOTIONS.index("kick_right_leg")])
+
+
 def scene_cells(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Boolean masks (one per :data:`CELLS` name) over the clips of an objects split's ``params``:
     whether the actor raises an arm or kicks a leg, and whether the idle second person (who holds
     one of the distractors) is in the scene."""
-    from deformact.data import synthetic as syn
-
-    leg = np.isin(params["motion"], [syn.MOTIONS.index("kick_left_leg"), syn.MOTIONS.index("kick_right_leg")])
+    leg = _kicks(params["motion"])
     two = np.asarray(params["second"], bool)
     return {"all": np.ones_like(two), "arm, alone": ~leg & ~two, "arm, two people": ~leg & two,
             "leg, alone": leg & ~two, "leg, two people": leg & two}
 
 
 def breakdown(pred: np.ndarray, labels: np.ndarray, cells: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per cell: clips, top-1, object, motion and limb accuracy (fractions; NaN for an empty cell).
-    Labels are ``motion * 3 + object`` (:mod:`deformact.data.synthetic_objects`); motions 0-1 raise
-    an arm, 2-3 kick a leg."""
-    from deformact.data.synthetic_objects import OBJECTS
+    """Per cell: clips, top-1, object, motion and limb accuracy (fractions; NaN for an empty cell),
+    the halves of a label read with :func:`deformact.data.synthetic_objects.label_parts`."""
+    from deformact.data.synthetic_objects import label_parts
 
-    k = len(OBJECTS)
-    right = {"top1": pred == labels, "object": pred % k == labels % k, "motion": pred // k == labels // k,
-             "limb": pred // k // 2 == labels // k // 2}
+    parts = label_parts()
+    motion, obj = parts["motion"], parts["object"]
+    kick = _kicks(motion)
+    right = {"top1": pred == labels, "object": obj[pred] == obj[labels], "motion": motion[pred] == motion[labels],
+             "limb": kick[pred] == kick[labels]}
     out = {}
     for name, mask in cells.items():
         n = int(mask.sum())
@@ -58,25 +64,24 @@ def breakdown(pred: np.ndarray, labels: np.ndarray, cells: dict[str, np.ndarray]
 
 def run_breakdown(run: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
                   ) -> dict[str, dict[str, float]]:
-    """:func:`breakdown` of a run directory's ``scores.npz``, its test split drawn from ``config``
+    """:func:`breakdown` of a run directory's ``scores.npz``, its test split built from ``config``
     (default: the run's ``config.yaml``) with ``--set`` style ``overrides``."""
-    from deformact.data.synthetic_objects import generate
+    from deformact.engine.builders import build_dataset
     from deformact.engine.config import apply_overrides, config_path, read_config_file
     from deformact.io.scores import load_scores
 
     run = Path(run)
     scores = load_scores(run)
     cfg = read_config_file(config_path(config) if config is not None else run / "config.yaml")
-    data = apply_overrides(cfg, overrides).get("data", {})
+    # the pose alone: the scene parameters decide the cells, and nothing needs rendering
+    data = apply_overrides(cfg, [*overrides, "data.modality=pose"])["data"]
     if data.get("variant") != "objects":
         raise DataError(f"{run}: not a run on the objects set (data.variant is {data.get('variant')!r})")
-    n = int(data.get("num_test", 400))
-    d = generate(n, int(data.get("seed", 0)), data.get("test_split", "test"), int(data.get("frames", 16)),
-                 int(data.get("image_size", 112)), int(data.get("num_persons", 2)), rgb=False)
-    if not np.array_equal(d["label"], scores.labels):
-        raise DataError(f"{scores.path}: its labels are not those of the run's test split ({n} clips, "
-                        f"data.seed {data.get('seed', 0)})")
-    return breakdown(scores.scores.argmax(1), scores.labels, scene_cells(d["params"]))
+    test = build_dataset(data, "test", train=False)
+    if not np.array_equal(test.data["label"], scores.labels):
+        raise DataError(f"{scores.path}: its labels are not those of the run's test split ({len(test)} "
+                        f"clips, data.seed {data.get('seed', 0)})")
+    return breakdown(scores.scores.argmax(1), scores.labels, scene_cells(test.data["params"]))
 
 
 def format_breakdown(name: str, table: dict[str, dict[str, float]]) -> str:
