@@ -66,6 +66,8 @@ ROWS: tuple[Row, ...] = (
     # the backbone that keeps the most resolution (docs/DESIGN.md, "RGB backbone family"), 30 epochs
     Row("rgb_only_x3d_tiny_30ep", "RGB only, backbone=x3d_tiny, 30 epochs, offsets at the full lr",
         ("data.modality=rgb", "model.backbone=x3d_tiny", "epochs=30", "train.offset_lr_mult=1.0")),
+    Row("rgb_only_x3d_tiny_40ep", "RGB only, backbone=x3d_tiny, 40 epochs, offsets at the full lr",
+        ("data.modality=rgb", "model.backbone=x3d_tiny", "epochs=40", "train.offset_lr_mult=1.0")),
     Row("grid_r2plus1d", "rgb_attention=grid, backbone=r2plus1d",
         ("model.rgb_attention=grid", "model.backbone=r2plus1d")),
     Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
