@@ -63,7 +63,7 @@ ROWS: tuple[Row, ...] = (
     # and 90 epochs: does the seed still climbing at 60 (train top-1 0.33 -> 0.42) reach the still hand?
     Row("rgb_only_r2plus1d_90ep_offset_lr_1", "RGB only, backbone=r2plus1d, 90 epochs, offsets at the full lr",
         ("data.modality=rgb", "model.backbone=r2plus1d", "epochs=90", "train.offset_lr_mult=1.0")),
-    # the backbone that keeps the most resolution (docs/DESIGN.md, "RGB backbone family"), 30 epochs
+    # the backbone that keeps the most resolution (docs/DESIGN.md, "RGB backbone family"), 30 and 40 epochs
     Row("rgb_only_x3d_tiny_30ep", "RGB only, backbone=x3d_tiny, 30 epochs, offsets at the full lr",
         ("data.modality=rgb", "model.backbone=x3d_tiny", "epochs=30", "train.offset_lr_mult=1.0")),
     Row("rgb_only_x3d_tiny_40ep", "RGB only, backbone=x3d_tiny, 40 epochs, offsets at the full lr",
