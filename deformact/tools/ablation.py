@@ -68,6 +68,10 @@ ROWS: tuple[Row, ...] = (
         ("data.modality=rgb", "model.backbone=x3d_tiny", "epochs=30", "train.offset_lr_mult=1.0")),
     Row("rgb_only_x3d_tiny_40ep", "RGB only, backbone=x3d_tiny, 40 epochs, offsets at the full lr",
         ("data.modality=rgb", "model.backbone=x3d_tiny", "epochs=40", "train.offset_lr_mult=1.0")),
+    # half the learning rate: the runs that stall are set on their plateau in the first epochs, near the peak lr
+    Row("rgb_only_r2plus1d_60ep_lr_1e-3", "RGB only, backbone=r2plus1d, 60 epochs, offsets at the full lr, lr 1e-3",
+        ("data.modality=rgb", "model.backbone=r2plus1d", "epochs=60", "train.offset_lr_mult=1.0",
+         "train.lr=0.001")),
     Row("grid_r2plus1d", "rgb_attention=grid, backbone=r2plus1d",
         ("model.rgb_attention=grid", "model.backbone=r2plus1d")),
     Row("grid", "rgb_attention=grid (3DTS off: fixed uniform sampling grid)", ("model.rgb_attention=grid",)),
